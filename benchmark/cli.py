@@ -1,0 +1,201 @@
+"""``python -m benchmark``: list, run, table, compare, check-entry, and task data commands.
+
+User mistakes (unknown names, bad paths) print one readable line and exit with status 2; an
+unexpected crash keeps its traceback, because that is a bug to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, registry
+from .contracts import PROFILES
+from .errors import BenchmarkError
+
+DATA_COMMANDS = {
+    "download": "download a task's real dataset (resumable, checksum-verified)",
+    "prepare": "turn a task's raw files into the prepared layout it reads",
+    "make-data": "generate a task's embedded synthetic dataset",
+}
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run entries on a task and render its tables",
+                       description="Run every (cell, entry, seed) job of a task, write one record per job "
+                                   "under --results, then render the task's tables.")
+    p.add_argument("--task", required=True, help="task name (see `list`) or module:Class")
+    p.add_argument("--entry", action="append", default=None,
+                   help="entry name, module:Class or path/file.py:Class (repeatable; default: every registered entry of the task's family)")
+    p.add_argument("--profile", default="mini", choices=PROFILES, help="hyper-parameter profile (default: mini)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $BENCHMARK_DATA, then ~/.cache/benchmark)")
+    p.add_argument("--seed", type=int, action="append", default=None, help="seed (repeatable; default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--resume", action="store_true", help="skip jobs whose record exists with the same configuration")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
+    p.add_argument("--cell", action="append", default=None, help="only this cell (repeatable)")
+    p.add_argument("--table", action="append", default=None, dest="tables", help="only the cells of this table (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="render a task's tables from stored records (never re-runs)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--profile", default="mini", choices=PROFILES)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv"))
+    p.add_argument("--seed", type=int, default=None, help="which seed's records (default: the lowest present)")
+    p.add_argument("--extended", action="store_true", help="all metrics, not only the paper's")
+    p.add_argument("--output", type=Path, default=None, help="also write the rendered text to this file")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="paired bootstrap difference between two stored jobs on the same units")
+    p.add_argument("--task", required=True)
+    p.add_argument("a", help="ENTRY/CELL of the first job")
+    p.add_argument("b", help="ENTRY/CELL of the second job")
+    p.add_argument("--profile", default="mini", choices=PROFILES)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metric", default=None, help="metric to compare (default: the task's main metric)")
+    p.add_argument("--cluster", action="store_true", help="resample clusters (e.g. storms) instead of units")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for self-supervised multi-source satellite learning.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="tasks (with cells), entries and profiles")
+    _add_run(sub)
+    _add_table(sub)
+    _add_compare(sub)
+    p = sub.add_parser("check-entry", help="run an entry through a whole job on a tiny mock task and report problems")
+    p.add_argument("spec", help="entry name, module:Class or path/file.py:Class")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--profile", default="smoke", choices=PROFILES)
+    for name, text in DATA_COMMANDS.items():
+        p = sub.add_parser(name, help=text, add_help=False, description=f"{text}. Options depend on the task: `{name} TASK --help`.")
+        p.add_argument("task", nargs="?", help="task name")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="task-specific options")
+    return parser
+
+
+def cmd_list() -> int:
+    from tabulate import tabulate
+
+    task_rows = []
+    for name in registry.task_names():
+        try:
+            spec = registry.load_task(name).spec
+            task_rows.append([name, spec.family, spec.version, ", ".join(c.name for c in spec.cells), spec.description])
+        except Exception as exc:  # noqa: BLE001 - list what is broken instead of hiding it
+            task_rows.append([name, "?", "?", f"cannot load: {exc}", ""])
+    entry_rows = []
+    for name in registry.entry_names():
+        try:
+            cls = registry.load_entry(name)
+            m = cls.metadata
+            entry_rows.append([name, m.family, m.version, ", ".join(cls.profiles), m.pretraining, m.description])
+        except Exception as exc:  # noqa: BLE001
+            entry_rows.append([name, "?", "?", "", "", f"cannot load: {exc}"])
+    print("Tasks")
+    print(tabulate(task_rows, headers=["task", "family", "version", "cells", "description"]) if task_rows else "  (none registered yet)")
+    print("\nEntries")
+    print(tabulate(entry_rows, headers=["entry", "family", "version", "profiles", "pretraining", "description"]) if entry_rows else "  (none registered yet)")
+    print("\nProfiles: smoke (tests, seconds), mini (CPU default, minutes per table), paper (papers' hyper-parameters, GPUs)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import runner, tables
+
+    if args.data_root is not None and not args.data_root.exists():
+        raise BenchmarkError(f"--data-root {args.data_root} does not exist")
+    summaries = runner.run(args.task, args.entry, profile=args.profile, seeds=args.seed or [0], data_root=args.data_root,
+                           device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell,
+                           tables=args.tables, show_progress=not args.no_progress)
+    counts = {s: sum(1 for x in summaries if x.status == s) for s in ("ok", "skipped", "failed")}
+    task = registry.load_task(args.task)
+    text = tables.render(task, args.results, args.profile)
+    out = args.results / task.spec.name / args.profile / "TABLES.md"
+    out.write_text(text)
+    print(text)
+    print(f"jobs: {counts['ok']} ok, {counts['skipped']} skipped (resume), {counts['failed']} failed; records under {args.results / task.spec.name / args.profile}; tables in {out}")
+    for s in summaries:
+        if s.status == "failed":
+            print(f"  failed: {s.key.entry} / {s.key.cell} seed {s.key.seed}: {s.message}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from . import tables
+
+    task = registry.load_task(args.task)
+    text = tables.render(task, args.results, args.profile, fmt=args.format, seed=args.seed, extended=args.extended)
+    if args.output:
+        args.output.write_text(text)
+    print(text, end="")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_jobs
+
+    task = registry.load_task(args.task)
+    result = compare_jobs(task, args.results, args.profile, args.a, args.b, seed=args.seed, metric=args.metric, cluster=args.cluster)
+    print(result.describe())
+    return 0
+
+
+def cmd_check_entry(args: argparse.Namespace) -> int:
+    from .check_entry import check_entry
+
+    rep = check_entry(args.spec, device=args.device, profile=args.profile)
+    status = "OK" if rep.ok else "FAILED"
+    print(f"{status}: {rep.entry} ({rep.family}) — {rep.message} in {rep.seconds:.1f} s")
+    if rep.ok:
+        print(f"  mock-task score: {rep.main_metric:.4f}; parameters: {rep.parameters if rep.parameters is not None else 'n/a'}")
+    return 0 if rep.ok else 1
+
+
+def cmd_data(command: str, task_name: str | None, rest: Sequence[str]) -> int:
+    if not task_name or task_name in ("-h", "--help"):
+        print(f"usage: python -m benchmark {command} TASK [task options]\n\n{DATA_COMMANDS[command]}.\nTasks: {', '.join(registry.task_names()) or 'none registered'}")
+        return 0 if task_name else 2
+    task = registry.load_task(task_name)
+    method = command.replace("-", "_")
+    if not callable(getattr(task, method, None)):
+        raise BenchmarkError(f"task {task.spec.name!r} does not support `{command}`")
+    parser = argparse.ArgumentParser(prog=f"python -m benchmark {command} {task.spec.name}", description=DATA_COMMANDS[command])
+    add_args = getattr(task, f"add_{method}_arguments", None)
+    if callable(add_args):
+        add_args(parser)
+    return int(getattr(task, method)(parser.parse_args(list(rest))) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "list":
+            return cmd_list()
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "table":
+            return cmd_table(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "check-entry":
+            return cmd_check_entry(args)
+        return cmd_data(args.command, args.task, args.rest)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished jobs are saved (re-run with --resume)", file=sys.stderr)
+        return 130

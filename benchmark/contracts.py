@@ -1,0 +1,270 @@
+"""The contracts between the harness, tasks and entries (DESIGN.md §3).
+
+Everything a task or an entry needs from the harness is defined here, so that
+``tasks``, ``reference_models`` and ``baselines`` depend on this module and the
+harness never depends on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import torch
+
+from .errors import BenchmarkError
+
+Family = Literal["segmentation", "reconstruction"]
+FAMILIES: tuple[str, ...] = ("segmentation", "reconstruction")
+PROFILES: tuple[str, ...] = ("smoke", "mini", "paper")
+
+
+# --------------------------------------------------------------------------- entries
+@dataclass(frozen=True)
+class EntryMetadata:
+    """Declarative description of an entry, shown by ``benchmark list`` and stored in records."""
+
+    name: str
+    version: str
+    family: Family
+    description: str
+    citation: str = ""
+    inputs: tuple[str, ...] = ()  # modalities (segmentation) or sources (reconstruction) it consumes
+    pretraining: str = "none"  # e.g. "multi-modal contrastive + cross-modal reconstruction"
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"entry name {self.name!r} must be non-empty and alphanumeric (_ and - allowed)")
+        if self.family not in FAMILIES:
+            raise ValueError(f"entry {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
+        if not self.version:
+            raise ValueError(f"entry {self.name!r}: version must be non-empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Progress(Protocol):
+    """What ``RunContext.progress`` returns: a handle you advance and annotate."""
+
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **values: Any) -> None: ...
+
+
+@dataclass
+class RunContext:
+    """Everything a job hands to an entry: where to run, with what settings, where to keep state.
+
+    ``hparams`` is the entry's profile dict (``Entry.profiles[profile]``) merged with the cell's
+    overrides. ``checkpoint_dir`` is private to (task, profile, entry, seed, stage): stages that
+    share a key (e.g. one pre-training reused by several cells) share a folder, which is how
+    ``benchmark.training.fit`` resumes or skips finished work.
+    """
+
+    device: torch.device
+    seed: int
+    profile: str
+    hparams: dict[str, Any]
+    checkpoint_dir: Path
+    cell: Mapping[str, Any] = field(default_factory=dict)
+    task_info: Mapping[str, Any] = field(default_factory=dict)  # e.g. num_classes, ignore_index, channels
+    collate: Callable[[list[Any]], Any] | None = None  # the task's batch collate (time padding + masks, ...)
+    show_progress: bool = True
+    fit_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # shared by stage() copies
+
+    @contextlib.contextmanager
+    def progress(self, total: int | None, desc: str) -> Iterator[Progress]:
+        """A tqdm bar (or a silent stand-in when progress is off)."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, disable=not self.show_progress, leave=False, dynamic_ncols=True)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def stage(self, key: str, **overrides: Any) -> RunContext:
+        """A copy whose checkpoint folder is ``<checkpoint_dir>/<key>`` (shared by every job using ``key``)."""
+        path = self.checkpoint_dir / key
+        path.mkdir(parents=True, exist_ok=True)
+        return dataclasses.replace(self, checkpoint_dir=path, **overrides)
+
+    def record_fit(self, stage: str, result: Any) -> None:
+        """Let the harness see training throughput: pass the ``FitResult`` of ``benchmark.training.fit``."""
+        self.fit_log[stage] = {
+            "steps": int(getattr(result, "steps_done", 0)),
+            "resumed_from": int(getattr(result, "resumed_from", 0)),
+            "samples": int(getattr(result, "samples_seen", 0)),
+            "seconds": float(getattr(result, "wall_time_s", 0.0)),
+        }
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + offset)
+        return g
+
+
+class Entry(Protocol):
+    """Common part of every entry class. ``profiles`` maps profile name to hyper-parameters."""
+
+    metadata: ClassVar[EntryMetadata]
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
+
+    def parameter_count(self) -> int: ...
+
+
+@runtime_checkable
+class SegmentationEntry(Protocol):
+    """Segmentation family: self-supervised pre-training, fine-tuning, per-pixel logits."""
+
+    metadata: ClassVar[EntryMetadata]
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
+
+    def pretrain(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> None: ...
+    def finetune(self, labeled: torch.utils.data.Dataset, modality: str, ctx: RunContext) -> None: ...
+    def predict(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ReconstructionEntry(Protocol):
+    """Reconstruction family: fit on windows, then sample the target source in normalized units."""
+
+    metadata: ClassVar[EntryMetadata]
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]]
+
+    def fit(self, train: torch.utils.data.Dataset, val: torch.utils.data.Dataset, ctx: RunContext) -> None: ...
+    def sample(self, batch: Mapping[str, Any], n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+FAMILY_PROTOCOLS: dict[str, type] = {
+    "segmentation": SegmentationEntry,
+    "reconstruction": ReconstructionEntry,
+}
+FAMILY_METHODS: dict[str, tuple[str, ...]] = {
+    "segmentation": ("pretrain", "finetune", "predict"),
+    "reconstruction": ("fit", "sample"),
+}
+
+
+# --------------------------------------------------------------------------- tasks
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of a task's table (a row/column of the paper's Table 1).
+
+    ``params`` are task-defined (e.g. ``modality``, ``label_fraction``, ``train_window_h``);
+    ``shared`` maps a training stage to the key under which its state is shared between cells
+    (e.g. ``{"pretrain": "unlabeled-train"}``), so expensive stages run once.
+    """
+
+    name: str
+    params: Mapping[str, Any]
+    shared: Mapping[str, str] = field(default_factory=dict)
+    table: str = "main"  # which table of the task this cell belongs to (e.g. "main", "ablation_5a")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params), "shared": dict(self.shared), "table": self.table}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a task is scored. Segmentation uses the IoU fields, reconstruction the CRPS fields."""
+
+    name: str  # "miou" or "crps"
+    num_classes: int | None = None
+    ignore_index: int | None = None
+    class_names: tuple[str, ...] = ()
+    averaging: str = "macro"
+    absent_class_policy: str = "exclude"  # classes absent from truth and prediction leave the mean
+    crps_estimator: str = "standard"
+    ensemble_size: int | None = None
+    units: str = ""  # e.g. "K"
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    unit: str  # "patch", "sample-channel", ...
+    method: str = "percentile"
+    resamples: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    cluster: str | None = None  # optional extra: cluster bootstrap by this unit attribute (e.g. "storm")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Declarative task metadata. Bump ``version`` on any change of data, split or metric."""
+
+    name: str
+    version: str
+    family: Family
+    description: str
+    cells: tuple[Cell, ...]
+    metric: MetricSpec
+    bootstrap: BootstrapSpec
+    split_files: Mapping[str, str] = field(default_factory=dict)  # relative path -> sha256
+    paper: str = ""  # citation of the paper whose table this reproduces
+    tables: Mapping[str, str] = field(default_factory=lambda: {"main": "Table 1"})
+
+    def cell(self, name: str) -> Cell:
+        for c in self.cells:
+            if c.name == name:
+                return c
+        raise KeyError(f"task {self.name!r} has no cell {name!r}; cells: {', '.join(c.name for c in self.cells)}")
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """Which data a job saw: real (with checksum) or the embedded synthetic set (generator + seed)."""
+
+    kind: Literal["real", "synthetic"]
+    root: str
+    checksum: str = ""
+    generator_version: str = ""
+    seed: int | None = None
+
+    @property
+    def is_real(self) -> bool:
+        return self.kind == "real"
+
+
+class Task(Protocol):
+    """A task: its spec plus the code that finds data and yields datasets.
+
+    Family-specific methods (called only by the matching protocol runner):
+
+    segmentation
+        ``unlabeled(data, cell, ctx)``, ``labeled(data, split, cell, ctx)`` (split in
+        train/val/test, train already cut to the cell's label fraction), ``collate``.
+    reconstruction
+        ``windows(data, split, cell, ctx)``, ``collate``, ``denormalize(values, batch)`` to
+        Kelvin, and per-sample ``units(batch)`` (e.g. storm ids) for cluster bootstrap.
+
+    Optional CLI hooks: ``download(args)``, ``prepare(args)``, ``make_data(args)``, each with a
+    matching ``add_<command>_arguments(parser)``.
+    """
+
+    spec: TaskSpec
+
+    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[Any, DataIdentity]: ...
+
+
+EntryFactory = Callable[[], Any]
+
+
+def profile_hparams(entry_cls: type, profile: str) -> dict[str, Any]:
+    """The entry's hyper-parameters for ``profile`` (a clear error if it does not define it)."""
+    profiles = getattr(entry_cls, "profiles", None) or {}
+    if profile not in profiles:
+        name = getattr(getattr(entry_cls, "metadata", None), "name", entry_cls.__name__)
+        have = ", ".join(profiles) or "none"
+        raise BenchmarkError(f"entry {name!r} has no profile {profile!r} (it defines: {have})")
+    return dict(profiles[profile])
+
+
+def all_cells_of(spec: TaskSpec, tables: Sequence[str] | None = None) -> list[Cell]:
+    return [c for c in spec.cells if tables is None or c.table in tables]

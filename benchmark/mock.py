@@ -1,0 +1,216 @@
+"""Tiny in-memory tasks of each family, in the sample formats of DESIGN.md §3.
+
+``check-entry`` runs an entry through a whole job on these in seconds (like a mock run), and the
+harness tests use them. They are learnable (the label or target is a noisy function of the
+inputs), so "does it learn at all" is checkable, but they stand for no real dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .contracts import BootstrapSpec, Cell, DataIdentity, MetricSpec, RunContext, TaskSpec
+
+MOCK_VERSION = "mock-1"
+
+
+def _identity(seed: int) -> DataIdentity:
+    return DataIdentity(kind="synthetic", root="<in-memory mock>", generator_version=MOCK_VERSION, seed=seed)
+
+
+# --------------------------------------------------------------------------- segmentation
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def pad_time_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack SITS samples, zero-padding time and adding ``<modality>_mask`` [B, T]."""
+    out: dict[str, Any] = {}
+    for mod in ("radar", "optical"):
+        if mod not in items[0]:
+            continue
+        t_max = max(it[mod].shape[0] for it in items)
+        series, dates, masks = [], [], []
+        for it in items:
+            t = it[mod].shape[0]
+            pad = t_max - t
+            series.append(torch.cat([it[mod], it[mod].new_zeros((pad, *it[mod].shape[1:]))]))
+            dates.append(torch.cat([it[f"{mod}_dates"], it[f"{mod}_dates"].new_zeros(pad)]))
+            masks.append(torch.arange(t_max) < t)
+        out[mod], out[f"{mod}_dates"], out[f"{mod}_mask"] = torch.stack(series), torch.stack(dates), torch.stack(masks)
+    if "label" in items[0]:
+        out["label"] = torch.stack([it["label"] for it in items])
+    out["id"] = [it["id"] for it in items]
+    return out
+
+
+class MockSegmentationTask:
+    """4 classes (0 = background) + ignore index 4; radar 3×6 dates, optical 3×5 dates, 16×16 px."""
+
+    num_classes = 4
+    ignore_index = 4
+    channels = {"radar": 3, "optical": 3}
+
+    def __init__(self, n_train: int = 12, n_test: int = 6, size: int = 16, seed: int = 0):
+        self.n_train, self.n_test, self.size, self.seed = n_train, n_test, size, seed
+        cells = tuple(
+            Cell(f"{m}-{f}", {"modality": m, "label_fraction": f / 100}, shared={"pretrain": "unlabeled"})
+            for m in ("radar", "optical") for f in (100, 50)
+        )
+        self.spec = TaskSpec(
+            name="mock_segmentation", version="1", family="segmentation", description="in-memory mock SITS segmentation",
+            cells=cells,
+            metric=MetricSpec(name="miou", num_classes=self.num_classes, ignore_index=self.ignore_index,
+                              class_names=("background", "a", "b", "c")),
+            bootstrap=BootstrapSpec(unit="patch", resamples=200, seed=0),
+        )
+
+    def _make(self, n: int, offset: int) -> list[dict[str, Any]]:
+        g = torch.Generator().manual_seed(self.seed * 1000 + offset)
+        s = self.size
+        profiles = {m: torch.randn(self.num_classes, t, c, generator=g) for m, (t, c) in {"radar": (6, 3), "optical": (5, 3)}.items()}
+        items = []
+        for i in range(n):
+            # blocky parcels: a 4×4 grid of random classes, upsampled
+            label = torch.randint(0, self.num_classes, (4, 4), generator=g).repeat_interleave(s // 4, 0).repeat_interleave(s // 4, 1)
+            item: dict[str, Any] = {"id": f"p{offset + i}"}
+            for m, prof in profiles.items():
+                x = prof[label].permute(2, 3, 0, 1)  # [T, C, H, W]
+                item[m] = x + 0.8 * torch.randn(x.shape, generator=g)
+                item[f"{m}_dates"] = torch.sort(torch.randperm(300, generator=g)[: x.shape[0]].float()).values
+            lab = label.clone()
+            lab[0, :] = self.ignore_index  # a void border, as in real label maps
+            item["label"] = lab
+            items.append(item)
+        return items
+
+    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[dict[str, list], DataIdentity]:
+        data = {"train": self._make(self.n_train, 0), "test": self._make(self.n_test, 10_000)}
+        data["val"] = data["test"][:2]
+        return data, _identity(self.seed)
+
+    def info(self, data: Any, cell: Cell) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "channels": dict(self.channels)}
+
+    def unlabeled(self, data: dict, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
+        return _ListDataset([{k: v for k, v in it.items() if k != "label"} for it in data["train"]])
+
+    def labeled(self, data: dict, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
+        items = data[split]
+        if split == "train":
+            items = items[: max(1, round(len(items) * cell.params["label_fraction"]))]
+        return _ListDataset(items)
+
+    collate = staticmethod(pad_time_collate)
+
+
+# --------------------------------------------------------------------------- reconstruction
+def window_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch multi-source windows: per source key, stacked fields; absent sources are NaN, avail False."""
+    keys = sorted({k for it in items for k in it["sources"]})
+    sources: dict[str, dict[str, torch.Tensor]] = {}
+    for key in keys:
+        ref = next(it["sources"][key] for it in items if key in it["sources"])
+        fields: dict[str, list[torch.Tensor]] = {f: [] for f in ref}
+        for it in items:
+            src = it["sources"].get(key)
+            for f, v in ref.items():
+                if src is not None:
+                    fields[f].append(src[f])
+                elif f == "avail":
+                    fields[f].append(torch.tensor(False))
+                else:
+                    fields[f].append(torch.full_like(v, float("nan")) if v.is_floating_point() else torch.zeros_like(v))
+        sources[key] = {f: torch.stack(v) for f, v in fields.items()}
+    return {"sources": sources, "target": [it["target"] for it in items], "id": [it["id"] for it in items],
+            "storm": [it["storm"] for it in items]}
+
+
+class MockReconstructionTask:
+    """Three sources seeing one smooth field with different gains; the target is one of them.
+
+    Values are normalized (zero mean, unit scale); ``denormalize`` maps them to Kelvin-like units
+    (×20 + 250). Target pixels on a NaN border are unobserved and not scored.
+    """
+
+    sources = ("s0", "s1", "s2")
+    channels = 2
+
+    def __init__(self, n_train: int = 24, n_test: int = 8, size: int = 12, seed: int = 0, members: int = 4):
+        self.n_train, self.n_test, self.size, self.seed = n_train, n_test, size, seed
+        cells = (
+            Cell("win1h-all", {"window_h": 1, "max_sources": None}, shared={"fit": "train1h"}),
+            Cell("win1h-max2", {"window_h": 1, "max_sources": 2}, shared={"fit": "train1h"}),
+        )
+        self.spec = TaskSpec(
+            name="mock_reconstruction", version="1", family="reconstruction", description="in-memory mock multi-source reconstruction",
+            cells=cells,
+            metric=MetricSpec(name="crps", crps_estimator="standard", ensemble_size=members, units="K", higher_is_better=False),
+            bootstrap=BootstrapSpec(unit="sample-channel", resamples=200, seed=0, cluster="storm"),
+        )
+
+    def _make(self, n: int, offset: int) -> list[dict[str, Any]]:
+        g = torch.Generator().manual_seed(self.seed * 1000 + offset)
+        s, c = self.size, self.channels
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+        items = []
+        for i in range(n):
+            cx, cy, amp = (torch.rand(3, generator=g) - 0.5).tolist()
+            field = amp * 3 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) * 4)
+            srcs = {}
+            for j, key in enumerate(self.sources):
+                vals = torch.stack([field * (1 + 0.3 * j + 0.2 * ch) for ch in range(c)]) + 0.1 * torch.randn(c, s, s, generator=g)
+                vals[:, :, -1] = float("nan")  # an unobserved swath edge
+                srcs[key] = {
+                    "values": vals, "coords": torch.stack([yy * 5 + 15, xx * 5 - 60]), "dt": torch.tensor(float(j) * 0.3),
+                    "landmask": torch.zeros(s, s), "characs": torch.tensor([0.37 + 0.1 * j, 0.89, 10.0 + j]), "avail": torch.tensor(True),
+                }
+            target = self.sources[int(torch.randint(0, len(self.sources), (1,), generator=g))]
+            items.append({"sources": srcs, "target": target, "id": f"w{offset + i}", "storm": f"storm{(offset + i) // 3}"})
+        return items
+
+    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[dict[str, list], DataIdentity]:
+        return {"train": self._make(self.n_train, 0), "val": self._make(4, 5000), "test": self._make(self.n_test, 10_000)}, _identity(self.seed)
+
+    def info(self, data: Any, cell: Cell) -> dict[str, Any]:
+        return {"sources": list(self.sources), "channels": self.channels, "characs_dim": 3}
+
+    def windows(self, data: dict, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
+        items = data[split]
+        if cell.params.get("max_sources"):
+            keep = cell.params["max_sources"]
+            items = [{**it, "sources": {k: v for k, v in it["sources"].items() if k == it["target"] or k in self.sources[: keep - 1 + (it["target"] in self.sources[: keep - 1])]}} for it in items]
+        return _ListDataset(items)
+
+    collate = staticmethod(window_collate)
+
+    def target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return torch.stack([batch["sources"][t]["values"][i] for i, t in enumerate(batch["target"])])
+
+    def inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch an entry sees: target values hidden (NaN), everything else kept."""
+        sources = {k: dict(v) for k, v in batch["sources"].items()}
+        for i, t in enumerate(batch["target"]):
+            values = sources[t]["values"].clone()
+            values[i] = float("nan")
+            sources[t]["values"] = values
+        return {**batch, "sources": sources}
+
+    def denormalize(self, x: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return x * 20.0 + 250.0
+
+    def units(self, batch: dict[str, Any]) -> list[str]:
+        return list(batch["storm"])
+
+    def sample_ids(self, batch: dict[str, Any]) -> list[str]:
+        return list(batch["id"])

@@ -1,0 +1,36 @@
+"""Family protocols: how a job of each task family is trained, run and scored.
+
+A protocol knows the *family's* contract (which entry methods to call, which metric to compute)
+but nothing about a concrete task or entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class JobOutput:
+    """What a protocol hands back to the runner for one job."""
+
+    metrics: dict[str, dict[str, Any]]  # name -> BootstrapResult.to_dict() (+ extras)
+    unit_stats: dict[str, np.ndarray]  # per-unit sufficient statistics, saved as .npz
+    throughput: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def get_protocol(family: str) -> Callable[..., JobOutput]:
+    if family == "segmentation":
+        from .segmentation import run_segmentation_job
+
+        return run_segmentation_job
+    if family == "reconstruction":
+        from .reconstruction import run_reconstruction_job
+
+        return run_reconstruction_job
+    raise ValueError(f"no protocol for family {family!r}")

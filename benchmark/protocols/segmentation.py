@@ -1,0 +1,97 @@
+"""Segmentation protocol: pre-train (shared between cells), fine-tune, predict, mIoU with CIs.
+
+Units of the bootstrap are test patches: per-patch confusion matrices are the sufficient
+statistics, so any interval or paired comparison can be recomputed from the stored ``.npz``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..contracts import Cell, RunContext, TaskSpec
+from ..metrics import bootstrap, confusion_matrix, iou_from_confusion, miou_statistic, overall_accuracy
+from ..throughput import Timer, count_flops, train_throughput
+from ..validation import check_logits
+from . import JobOutput
+
+
+def _loader(dataset: Any, task: Any, batch_size: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(task, "collate", None))
+
+
+def score_confusions(cms: np.ndarray, spec: TaskSpec, clusters: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """mIoU and overall accuracy with bootstrap intervals from per-unit confusion matrices [N, K, K]."""
+    bs = spec.bootstrap
+    k = cms.shape[-1]
+    kwargs = dict(n_resamples=bs.resamples, level=bs.level, seed=bs.seed, method=bs.method)
+    miou = bootstrap(cms, miou_statistic(k), **kwargs).to_dict()
+    total = cms.sum(0)
+    per_class, _, present = iou_from_confusion(torch.as_tensor(total))
+    names = spec.metric.class_names or tuple(str(i) for i in range(k))
+    miou["per_class_iou"] = {n: (None if not bool(p) else float(v)) for n, v, p in zip(names, per_class.tolist(), present.tolist(), strict=True)}
+    miou["absent_classes"] = [n for n, p in zip(names, present.tolist(), strict=True) if not p]
+    miou["absent_class_policy"] = spec.metric.absent_class_policy
+
+    def oa_stat(summed: np.ndarray) -> np.ndarray:
+        return overall_accuracy(torch.as_tensor(summed)).numpy()
+
+    oa = bootstrap(cms, oa_stat, **kwargs).to_dict()
+    out = {"miou": miou, "overall_accuracy": oa}
+    if clusters is not None and bs.cluster:
+        out[f"miou_cluster_{bs.cluster}"] = bootstrap(cms, miou_statistic(k), clusters=clusters, **kwargs).to_dict()
+    return out
+
+
+def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunContext) -> JobOutput:
+    spec: TaskSpec = task.spec
+    modality = cell.params["modality"]
+    k = spec.metric.num_classes
+    ignore = spec.metric.ignore_index
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    entry.pretrain(task.unlabeled(data, cell, ctx), ctx.stage(cell.shared.get("pretrain", "pretrain")))
+    timings["pretrain_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    entry.finetune(task.labeled(data, "train", cell, ctx), modality, ctx.stage(cell.shared.get("finetune", f"finetune-{cell.name}")))
+    timings["finetune_s"] = time.perf_counter() - t
+
+    test = task.labeled(data, "test", cell, ctx)
+    loader = _loader(test, task, int(ctx.hparams.get("eval_batch_size", 4)))
+    timer = Timer(ctx.device, warmup=1)
+    cms, ids = [], []
+    flops: int | None = None
+    flops_batch = 1
+    t = time.perf_counter()
+    with torch.inference_mode(), ctx.progress(len(loader), f"predict {cell.name}") as bar:
+        for batch in loader:
+            label = batch["label"]
+            b, h, w = label.shape
+            if flops is None:
+                flops, flops_batch = count_flops(lambda: entry.predict(batch, modality)) or 0, b
+            logits = timer.time(lambda: entry.predict(batch, modality), b)
+            check_logits(logits, b, k, h, w)
+            pred = logits.argmax(1).cpu()
+            cms.append(confusion_matrix(pred, label, k, ignore_index=ignore, per_unit=True).numpy())
+            ids.extend(str(i) for i in batch.get("id", range(len(ids), len(ids) + b)))
+            bar.update(1)
+    timings["predict_s"] = time.perf_counter() - t
+    cm = np.concatenate(cms).astype(np.int64)
+    metrics = score_confusions(cm, spec)
+    throughput = {
+        "infer_samples_per_s": timer.samples_per_second(),
+        "train_samples_per_s": train_throughput(ctx.fit_log),
+        "flops_per_sample": (flops / flops_batch) if flops else None,
+    }
+    return JobOutput(
+        metrics=metrics,
+        unit_stats={"confusion": cm, "unit_id": np.asarray(ids, dtype=str)},
+        throughput=throughput,
+        timings=timings,
+        extra={"n_test_units": int(len(cm)), "fit_log": dict(ctx.fit_log)},
+    )

@@ -1,0 +1,113 @@
+"""Find tasks and entries: entry points first, then ``module:Class`` or ``path/to/file.py:Class``.
+
+Built-in tasks and entries are declared as entry points in ``pyproject.toml`` exactly like a
+third-party package would declare its own, so the harness never imports them by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+from .contracts import FAMILY_METHODS, EntryMetadata
+from .errors import BenchmarkError
+
+TASK_GROUP = "benchmark.tasks"
+ENTRY_GROUP = "benchmark.entries"
+
+
+@cache
+def _group(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def task_names() -> list[str]:
+    return sorted(_group(TASK_GROUP))
+
+
+def entry_names() -> list[str]:
+    return sorted(_group(ENTRY_GROUP))
+
+
+def _load_spec(spec: str) -> Any:
+    """Load ``module:attr`` or ``path/to/file.py:attr``."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise BenchmarkError(f"{spec!r} is neither a registered name nor a 'module:Class' / 'file.py:Class' spec")
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise BenchmarkError(f"entry file not found: {path}")
+        mod_name = f"_benchmark_plugin_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+        if mod_name in sys.modules:
+            module = sys.modules[mod_name]
+        else:
+            file_spec = importlib.util.spec_from_file_location(mod_name, path)
+            if file_spec is None or file_spec.loader is None:
+                raise BenchmarkError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(file_spec)
+            sys.modules[mod_name] = module
+            file_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise BenchmarkError(f"cannot import module {target!r} from spec {spec!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise BenchmarkError(f"{target} has no attribute {attr!r}") from None
+
+
+def _resolve(name: str, group: str, kind: str) -> Any:
+    eps = _group(group)
+    if name in eps:
+        return eps[name].load()
+    if ":" in name:
+        return _load_spec(name)
+    have = ", ".join(sorted(eps)) or "none registered"
+    raise BenchmarkError(f"unknown {kind} {name!r}; available: {have} (or give 'module:Class' / 'file.py:Class')")
+
+
+def load_task(name: str) -> Any:
+    """An instance of the task registered as ``name`` (or given as a spec)."""
+    obj = _resolve(name, TASK_GROUP, "task")
+    task = obj() if isinstance(obj, type) else obj
+    if not hasattr(task, "spec"):
+        raise BenchmarkError(f"task {name!r} has no 'spec' attribute (see benchmark.contracts.Task)")
+    return task
+
+
+def load_entry(name: str) -> type:
+    """The entry class registered as ``name`` (or given as a spec), checked against its family."""
+    cls = _resolve(name, ENTRY_GROUP, "entry")
+    check_entry_class(cls, name)
+    return cls
+
+
+def check_entry_class(cls: Any, name: str) -> None:
+    """Structural checks: metadata, profiles and the family's methods."""
+    meta = getattr(cls, "metadata", None)
+    if not isinstance(meta, EntryMetadata):
+        raise BenchmarkError(f"entry {name!r} must define 'metadata' as a benchmark.contracts.EntryMetadata")
+    profiles = getattr(cls, "profiles", None)
+    if not isinstance(profiles, dict) or "smoke" not in profiles:
+        raise BenchmarkError(f"entry {name!r} must define a 'profiles' dict with at least a 'smoke' profile")
+    missing = [m for m in FAMILY_METHODS[meta.family] if not callable(getattr(cls, m, None))]
+    if missing:
+        raise BenchmarkError(f"entry {name!r} ({meta.family}) is missing method(s): {', '.join(sorted(missing))}")
+
+
+def entries_of_family(family: str) -> list[str]:
+    """Registered entry names of a family (entries that fail to load are reported, not hidden)."""
+    names = []
+    for name in entry_names():
+        cls = load_entry(name)
+        if cls.metadata.family == family:
+            names.append(name)
+    return names

@@ -1,0 +1,207 @@
+"""End-to-end behaviour of the harness on the mock tasks: records, resume, failures, tables, compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark import registry, runner, tables
+from benchmark.cli import main
+from benchmark.compare import compare_jobs
+from benchmark.errors import BenchmarkError
+from benchmark.results import ResultStore
+
+SEG = "tests.plugins.toy_entries:SegTask"
+REC = "tests.plugins.toy_entries:ReconTask"
+LINEAR = "examples/minimal_entry.py:PixelLinear"
+MEAN = "tests.plugins.toy_entries:InputMeanEntry"
+
+
+@pytest.fixture(scope="module")
+def seg_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    summaries = runner.run(SEG, [LINEAR], profile="smoke", results_dir=out, show_progress=False, device="cpu")
+    assert [s.status for s in summaries] == ["ok"] * 4
+    return out
+
+
+def test_segmentation_records_hold_metrics_stats_and_environment(seg_results: Path) -> None:
+    store = ResultStore(seg_results)
+    recs = list(store.records("mock_segmentation", "smoke"))
+    assert {r["cell"]["name"] for r in recs} == {"radar-100", "radar-50", "optical-100", "optical-50"}
+    rec = recs[0]
+    miou = rec["metrics"]["miou"]
+    assert miou["low"] <= miou["estimate"] <= miou["high"]
+    assert miou["n_resamples"] == 200 and miou["level"] == 0.95
+    # the mock task is learnable: a linear pixel model is well above chance (1/4 classes)
+    assert miou["estimate"] > 0.4
+    stats = store.load_stats(rec)
+    assert stats["confusion"].shape == (6, 4, 4)
+    # the record's point estimate is recomputable from the stored per-unit statistics
+    from benchmark.metrics import iou_from_confusion
+    import torch
+
+    _, m, _ = iou_from_confusion(torch.as_tensor(stats["confusion"].sum(0)))
+    assert float(m) == pytest.approx(miou["estimate"])
+    assert rec["data"]["kind"] == "synthetic"
+    assert rec["environment"]["versions"]["torch"]
+    assert rec["throughput"]["infer_samples_per_s"] > 0
+    assert rec["throughput"]["parameters"] == 4 * (2 * 3) + 4
+    assert rec["throughput"]["train_samples_per_s"]["finetune"] > 0
+
+
+def test_resume_skips_finished_jobs_and_reruns_changed_config(seg_results: Path) -> None:
+    again = runner.run(SEG, [LINEAR], profile="smoke", results_dir=seg_results, resume=True, show_progress=False, device="cpu")
+    assert {s.status for s in again} == {"skipped"}
+    # a different seed is a different job
+    other = runner.run(SEG, [LINEAR], profile="smoke", results_dir=seg_results, resume=True, seeds=[1], cells=["radar-100"], show_progress=False, device="cpu")
+    assert [s.status for s in other] == ["ok"]
+    # a tampered config hash (i.e. a changed configuration) is re-run
+    path = ResultStore(seg_results).record_path(other[0].key)
+    rec = json.loads(path.read_text())
+    rec["config_hash"] = "0" * 16
+    path.write_text(json.dumps(rec))
+    rerun = runner.run(SEG, [LINEAR], profile="smoke", results_dir=seg_results, resume=True, seeds=[1], cells=["radar-100"], show_progress=False, device="cpu")
+    assert [s.status for s in rerun] == ["ok"]
+
+
+def test_same_seed_gives_identical_metrics(tmp_path: Path, seg_results: Path) -> None:
+    runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["optical-50"], show_progress=False, device="cpu")
+    a = json.loads((tmp_path / "mock_segmentation/smoke/pixel_linear/optical-50-seed0.json").read_text())
+    b = json.loads((seg_results / "mock_segmentation/smoke/pixel_linear/optical-50-seed0.json").read_text())
+    assert a["metrics"] == b["metrics"]
+
+
+def test_failing_entry_is_recorded_and_others_survive(tmp_path: Path) -> None:
+    summaries = runner.run(SEG, [LINEAR, "tests.plugins.toy_entries:WrongShapeEntry", "tests.plugins.toy_entries:NaNEntry"],
+                           profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
+    status = {s.key.entry: s for s in summaries}
+    assert status["pixel_linear"].status == "ok"
+    assert status["wrong_shape"].status == "failed"
+    assert "returned shape (4, 2, 16, 16), expected (4, 4, 16, 16)" in status["wrong_shape"].message
+    assert "non-finite" in status["nan_logits"].message
+    rec = json.loads(status["wrong_shape"].path.read_text())
+    assert rec["status"] == "failed" and "EntryOutputError" in rec["error"]
+    text = tables.render(registry.load_task(SEG), tmp_path, "smoke")
+    assert "FAILED wrong_shape" in text
+
+
+def test_table_renders_paper_layout_and_hides_paper_numbers_for_synthetic(seg_results: Path) -> None:
+    paper = seg_results / "paper"
+    paper.mkdir(exist_ok=True)
+    (paper / "mock_segmentation.csv").write_text("table,entry,cell,metric,value,low,high,std\nmain,pixel_linear,radar-100,miou,99.9,,,\n")
+    text = tables.render(registry.load_task(SEG), seg_results, "smoke")
+    assert "| entry" in text and "radar-100" in text and "optical-50" in text
+    assert "99.9" not in text and "SYNTHETIC" in text
+    assert "throughput" in text and "inference samples/s" in text
+    latex = tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="latex")
+    assert "\\toprule" in latex
+    csv_text = tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="csv")
+    assert csv_text.splitlines()[0].startswith("entry,cell,seed,metric,estimate")
+
+
+def test_paper_column_shown_for_real_data(seg_results: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(seg_results, tmp_path / "r")
+    for path in (tmp_path / "r").rglob("*.json"):
+        rec = json.loads(path.read_text())
+        rec["data"]["kind"] = "real"
+        path.write_text(json.dumps(rec))
+    (tmp_path / "r/paper").mkdir(exist_ok=True)
+    (tmp_path / "r/paper/mock_segmentation.csv").write_text("table,entry,cell,metric,value,low,high,std\nmain,pixel_linear,radar-100,miou,99.9,,,\n")
+    text = tables.render(registry.load_task(SEG), tmp_path / "r", "smoke")
+    assert "radar-100 (paper)" in text and "99.9" in text
+
+
+def test_reconstruction_job_scores_crps_rows_with_clusters(tmp_path: Path) -> None:
+    summaries = runner.run(REC, [MEAN], profile="smoke", results_dir=tmp_path, show_progress=False, device="cpu")
+    assert [s.status for s in summaries] == ["ok", "ok"]
+    store = ResultStore(tmp_path)
+    rec = next(r for r in store.records("mock_reconstruction", "smoke") if r["cell"]["name"] == "win1h-all")
+    m = rec["metrics"]
+    assert set(m) >= {"crps", "crps_fair", "crps_cluster_storm", "mae", "rmse", "spread_skill"}
+    assert m["crps"]["members"] == 4 and m["crps"]["estimator"] == "standard"
+    # fair CRPS is lower than standard for the same ensemble (it removes the finite-M spread bias)
+    assert m["crps_fair"]["estimate"] < m["crps"]["estimate"]
+    # the storm-cluster interval is at least as wide as the row interval here (rows within a storm correlate)
+    width = lambda d: d["high"] - d["low"]  # noqa: E731
+    assert width(m["crps_cluster_storm"]) > 0.5 * width(m["crps"])
+    stats = store.load_stats(rec)
+    assert len(stats["crps"]) == 8 * 2 and set(np.unique(stats["cluster"])) <= {f"storm{i}" for i in range(3330, 3340)}
+    assert float(stats["crps"].mean()) == pytest.approx(m["crps"]["estimate"])
+    text = tables.render(registry.load_task(REC), tmp_path, "smoke", extended=True)
+    assert "window_h" in text and "crps_fair" in text and "max_sources" in text
+
+
+def test_compare_paired_difference(tmp_path: Path) -> None:
+    runner.run(REC, [MEAN], profile="smoke", results_dir=tmp_path, show_progress=False, device="cpu")
+    task = registry.load_task(REC)
+    same = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-all", "input_mean/win1h-all")
+    assert same.result.estimate == 0 and same.result.low == 0 and same.result.high == 0
+    diff = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all", cluster=True)
+    assert diff.n_units == 16 and diff.result.low <= diff.result.estimate <= diff.result.high
+    assert "paired" in diff.describe()
+
+
+def test_registry_errors_list_what_exists() -> None:
+    with pytest.raises(BenchmarkError, match="unknown task 'nope'"):
+        registry.load_task("nope")
+    with pytest.raises(BenchmarkError, match="unknown entry 'nope'"):
+        registry.load_entry("nope")
+    with pytest.raises(BenchmarkError, match="EntryMetadata"):
+        registry.load_entry("tests.plugins.toy_entries:NoMetadata")
+    with pytest.raises(BenchmarkError, match="entry file not found"):
+        registry.load_entry("missing/file.py:X")
+    with pytest.raises(BenchmarkError, match="has no attribute"):
+        registry.load_entry("tests.plugins.toy_entries:Nothing")
+
+
+def test_family_mismatch_and_unknown_cell_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(BenchmarkError, match="reconstruction entry"):
+        runner.run(SEG, [MEAN], profile="smoke", results_dir=tmp_path)
+    with pytest.raises(BenchmarkError, match="no cell"):
+        runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["nope"])
+    with pytest.raises(BenchmarkError, match="no profile 'paper'"):
+        runner.run(REC, [MEAN], profile="paper", results_dir=tmp_path)
+
+
+def test_cli_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["run", "--task", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown task 'nope'") and "Traceback" not in err and err.count("\n") == 1
+    assert main(["run", "--task", SEG, "--data-root", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["table", "--task", SEG, "--results", str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().err
+    assert main(["download", SEG]) == 2
+    assert "does not support `download`" in capsys.readouterr().err
+
+
+def test_cli_run_table_list_and_check_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--task", REC, "--entry", MEAN, "--profile", "smoke", "--results", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "win1h-all" in out and "2 ok" in out
+    assert (tmp_path / "mock_reconstruction/smoke/TABLES.md").is_file()
+    assert main(["table", "--task", REC, "--profile", "smoke", "--results", str(tmp_path), "--format", "csv"]) == 0
+    assert "crps" in capsys.readouterr().out
+    assert main(["compare", "--task", REC, "--profile", "smoke", "--results", str(tmp_path), "input_mean/win1h-max2", "input_mean/win1h-all"]) == 0
+    assert "paired" in capsys.readouterr().out
+    assert main(["list"]) == 0
+    assert "Profiles" in capsys.readouterr().out
+    assert main(["check-entry", LINEAR]) == 0
+    assert capsys.readouterr().out.startswith("OK: pixel_linear")
+    assert main(["check-entry", "tests.plugins.toy_entries:WrongShapeEntry"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert main(["check-entry", MEAN]) == 0
+
+
+def test_cli_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("run", "table", "compare", "check-entry", "list"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "usage:" in capsys.readouterr().out
