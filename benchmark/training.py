@@ -1,0 +1,607 @@
+"""The one training loop every entry uses (DESIGN.md §3 ``RunContext``, §7, §8).
+
+Why one loop: seeding, batch order, checkpoint/resume, AMP, clipping, schedules and DDP are where
+benchmark runs silently diverge, so they are written and tested once, here.
+
+Resume design. The learning-rate schedule depends on the total number of steps, so a training run
+is identified by its config: a checkpoint written for ``steps=1000`` is never continued with
+``steps=2000`` (that is a different training, the cosine curve differs) -- it raises instead. An
+*interrupted* run resumes bit-exactly: the checkpoint holds weights, optimizer, scheduler, every
+rank's RNG states and losses, and the data position (epoch, batches consumed in it, and the
+shuffling generator's state at the start of that epoch); the sampler skips the consumed indices
+without loading them. A finished checkpoint (``done``) is reused as is: the weights and the RNG
+state are restored, so code after ``fit`` sees the same state whether training ran or was reused.
+Exactness holds when the dataset's own randomness (if any) uses the global RNGs with
+``num_workers=0``; worker processes restarted mid-epoch cannot replay their random streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import pickle
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from benchmark.contracts import RunContext
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointError",
+    "FitConfig",
+    "FitResult",
+    "autocast_context",
+    "default_optimizer",
+    "default_scheduler",
+    "distributed_info",
+    "fit",
+    "fit_in_context",
+    "is_main_process",
+    "lr_factor",
+    "move_to_device",
+    "unwrap",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+_FORMAT = 1
+# Fields that change how a run executes but not what it computes: they may differ on resume.
+_RUNTIME_FIELDS = frozenset({"num_workers", "checkpoint_every", "ddp_find_unused_parameters"})
+_INT_FIELDS = ("steps", "batch_size", "warmup_steps", "num_workers", "checkpoint_every")
+_FLOAT_FIELDS = ("lr", "weight_decay", "min_lr_ratio")
+SCHEDULES = ("cosine", "constant")
+
+LossOutput = Tensor | tuple[Tensor, Mapping[str, Any]]
+LossFn = Callable[[nn.Module, Any], LossOutput]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: unreadable, truncated, or written by a different run."""
+
+
+# --------------------------------------------------------------------------- config / result
+@dataclass
+class FitConfig:
+    """What is trained and how; every field except the runtime ones identifies the run."""
+
+    steps: int
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    num_workers: int = 0
+    checkpoint_every: int = 0
+    amp: bool = True
+    drop_last: bool = True
+    ddp_find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        # Profiles are data (often YAML/JSON): coerce 1e3 -> 1000 but refuse 2.5 steps.
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or float(value) != int(value):
+                raise ValueError(f"FitConfig.{name} must be an integer, got {value!r}")
+            setattr(self, name, int(value))
+        for name in _FLOAT_FIELDS:
+            setattr(self, name, float(getattr(self, name)))
+        if self.grad_clip is not None:
+            self.grad_clip = float(self.grad_clip)
+            if self.grad_clip <= 0:
+                raise ValueError(f"FitConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
+        self.amp, self.drop_last = bool(self.amp), bool(self.drop_last)
+        self.ddp_find_unused_parameters = bool(self.ddp_find_unused_parameters)
+        checks = {
+            "steps": self.steps >= 0,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "min_lr_ratio": 0.0 <= self.min_lr_ratio <= 1.0,
+            "num_workers": self.num_workers >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "schedule": self.schedule in SCHEDULES,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid FitConfig: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+
+    @classmethod
+    def from_hparams(cls, hp: Mapping[str, Any], prefix: str = "") -> FitConfig:
+        """Pick this config's keys from a profile dict; ``<prefix>_<key>`` beats plain ``<key>``.
+
+        ``prefix`` may be given as ``"pretrain"`` or ``"pretrain_"``; unknown keys are ignored
+        because the same dict also holds the model's hyper-parameters.
+        """
+        if prefix and not prefix.endswith("_"):
+            prefix += "_"
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            for key in (prefix + f.name, f.name):
+                if key in hp:
+                    kwargs[f.name] = hp[key]
+                    break
+        if "steps" not in kwargs:
+            raise KeyError(f"hyper-parameters define neither {prefix}steps nor steps (keys: {sorted(hp)})")
+        return cls(**kwargs)
+
+
+@dataclass
+class FitResult:
+    """Outcome of one ``fit`` call; ``samples_seen``/``wall_time_s`` is this call's throughput."""
+
+    steps_done: int
+    final_loss: float
+    losses: list[float]  # per step since step 1 (rank-local), including steps before a resume
+    resumed_from: int  # 0 = fresh; == steps_done when a finished checkpoint was reused
+    wall_time_s: float
+    samples_seen: int  # samples trained on in this call, summed over ranks
+    final_logs: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- devices / DDP
+def distributed_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank): from the process group, else torchrun's env, else (0, 1, 0)."""
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+        return rank, dist.get_world_size(), int(os.environ.get("LOCAL_RANK", rank))
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        return int(os.environ.get("RANK", 0)), world, int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and always in a single process): the one that writes files and shows bars."""
+    return distributed_info()[0] == 0
+
+
+def _setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """Join torchrun's process group when launched under it; never needed for one process."""
+    already = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if already else int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 0, 1, device
+    if not already:
+        missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            # Running N independent copies that all write the same checkpoint would be worse.
+            raise RuntimeError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; launch with torchrun")
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank, world, local_rank = distributed_info()
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP (or ``torch.compile``) wrapper, whose state_dict has clean keys."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile wrapper
+            model = model._orig_mod
+        else:
+            return model
+
+
+def move_to_device(obj: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """Recursively move tensors inside dicts/lists/tuples (namedtuples too); leave the rest as is."""
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Mapping):
+        moved = {k: move_to_device(v, device, non_blocking) for k, v in obj.items()}
+        try:
+            return type(obj)(moved)
+        except TypeError:
+            return moved
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(move_to_device(v, device, non_blocking) for v in obj))
+    if isinstance(obj, list | tuple):
+        return type(obj)(move_to_device(v, device, non_blocking) for v in obj)
+    return obj
+
+
+def autocast_context(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaler needed); a no-op elsewhere so CPU runs stay fp32."""
+    device = torch.device(device)
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- optimizer / schedule
+def default_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay on weight matrices/kernels only (ndim >= 2).
+
+    Decaying biases and norm scales pulls them towards 0, which only hurts.
+    """
+    decay, no_decay = [], []
+    for p in unwrap(model).parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters")
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    fused = all(p.is_cuda for p in decay + no_decay)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, fused=fused or None)
+
+
+def lr_factor(step: int, config: FitConfig) -> float:
+    """Multiplier of ``config.lr`` used by the optimizer step with 0-based index ``step``.
+
+    Linear warm-up reaches the full rate at step ``warmup_steps - 1``; cosine then decays towards
+    ``min_lr_ratio`` over the remaining steps (the last step is just above the floor, not wasted).
+    """
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def default_scheduler(optimizer: torch.optim.Optimizer, config: FitConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Warm-up + cosine (or constant) as a LambdaLR, whose state_dict is plain numbers."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+
+
+# --------------------------------------------------------------------------- RNG state
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _get_rng_state(device: torch.device) -> dict[str, Any]:
+    """All global RNG states, as tensors/numbers only so ``weights_only`` loading accepts them.
+
+    On CUDA only this rank's device is saved: touching every GPU would open a context on each.
+    """
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"]))
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --------------------------------------------------------------------------- data order
+class _EpochSampler(Sampler[int]):
+    """Per-epoch index order that can start part-way through an epoch (for exact resume).
+
+    One process: a permutation from one seeded generator whose state at each epoch start is
+    checkpointed. DDP: ``DistributedSampler(seed=...).set_epoch`` shards the order instead.
+    """
+
+    def __init__(self, n: int, seed: int, dist_sampler: DistributedSampler | None) -> None:
+        self.n, self.dist_sampler = n, dist_sampler
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start_state = self.generator.get_state()
+        self._indices: list[int] = []
+
+    def start_epoch(self, epoch: int, skip: int) -> None:
+        self.epoch_start_state = self.generator.get_state()
+        if self.dist_sampler is not None:
+            self.dist_sampler.set_epoch(epoch)
+            order = list(self.dist_sampler)
+        else:
+            order = torch.randperm(self.n, generator=self.generator).tolist()
+        self._indices = order[skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+
+def _batch_size_of(batch: Any, default: int) -> int:
+    if isinstance(batch, Tensor) and batch.ndim > 0:
+        return int(batch.shape[0])
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, list | tuple) else ()
+    for item in items:
+        n = _batch_size_of(item, -1)
+        if n >= 0:
+            return n
+    return default
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Temp file in the same folder + fsync + os.replace: readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _load_checkpoint(path: Path, config: FitConfig, run: Mapping[str, Any]) -> dict[str, Any]:
+    """Read safely (``weights_only``) and refuse a checkpoint from a different run."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt ({exc}); delete it") from exc
+        detail = next((ln for ln in str(exc).splitlines() if "WeightsUnpickler" in ln), str(exc)[:300])
+        raise CheckpointError(
+            f"checkpoint {path} holds objects that safe loading (weights_only=True) refuses: "
+            f"{detail.strip()}. Only tensors, numbers, strings, lists and dicts belong in a checkpoint."
+        ) from exc
+    except Exception as exc:  # zip/EOF errors vary with the kind of damage
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. It is corrupt or truncated "
+            "(or not written by benchmark.training); delete it to train from scratch."
+        ) from exc
+    needed = {"format", "done", "step", "config", "run", "model", "optimizer", "scheduler", "data", "ranks"}
+    if not isinstance(ckpt, dict) or not needed <= ckpt.keys() or ckpt["format"] != _FORMAT:
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"checkpoint {path} is not a benchmark.training checkpoint (format {_FORMAT}); found {have}")
+    diffs = [
+        f"{k}: checkpoint {saved.get(k, '<missing>')!r} != now {v!r}"
+        for saved, now in ((ckpt["config"], dataclasses.asdict(config)), (ckpt["run"], run))
+        for k, v in now.items()
+        if k not in _RUNTIME_FIELDS and saved.get(k, "<missing>") != v
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to a different training run ({'; '.join(diffs)}); continuing it "
+            "would not reproduce this run. Delete it or use another checkpoint_dir."
+        )
+    return ckpt
+
+
+def _restore(path: Path, what: str, load: Callable[[], Any]) -> None:
+    try:
+        load()
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its {what} state does not fit this run: {exc}") from exc
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _assert_replicas_in_sync(module: nn.Module, device: torch.device) -> None:
+    """DDP only syncs gradients of graphs built through ``wrapper(...)``: catch silent divergence."""
+    with torch.no_grad():
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for p in module.parameters():
+            total += p.detach().double().sum()
+    t = torch.stack([total, -total])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    hi, lo = t[0].item(), -t[1].item()
+    if abs(hi - lo) > 1e-9 * max(1.0, abs(hi)):
+        raise RuntimeError(
+            "DDP replicas diverged: loss_fn must run the model through the wrapper it receives "
+            "(model(...)), not unwrap(model).method(...), or gradients are not averaged"
+        )
+
+
+def _clip_and_measure(params: list[Tensor], max_norm: float | None) -> float:
+    """Global gradient norm (clipped to ``max_norm`` if set); logged, and checked for NaN/inf."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm is not None:
+        return float(nn.utils.clip_grad_norm_(grads, max_norm).item())
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm().float() for p in grads])).item())
+
+
+# --------------------------------------------------------------------------- the loop
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Dataset,
+    config: FitConfig,
+    *,
+    device: torch.device | str,
+    seed: int,
+    checkpoint_dir: Path | str | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+    scheduler_factory: Callable[[torch.optim.Optimizer, FitConfig], Any] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    on_step: Callable[[int, float, dict[str, float]], None] | None = None,
+    batch_to_device: Callable[[Any, torch.device], Any] | None = None,
+) -> FitResult:
+    """Train ``model`` in place for ``config.steps`` optimizer steps; resume or reuse a checkpoint.
+
+    ``loss_fn(model, batch)`` gets the (possibly DDP-wrapped) model and the batch on ``device`` and
+    returns a scalar loss or ``(loss, logs)``. ``optimizer_factory`` receives the unwrapped model;
+    ``scheduler_factory(optimizer, config)`` may return None. ``on_step(step, loss, logs)`` runs
+    after each step (and after that step's checkpoint); ``logs`` include ``lr`` and ``grad_norm``.
+    The model is put in train mode for the loop and given back in the mode it came in (freeze
+    submodules inside ``loss_fn`` if some must stay in eval mode).
+    Under ``torchrun`` (WORLD_SIZE > 1) it joins the process group, wraps the model in DDP and
+    shards batches; the group is left for the launcher to destroy.
+    """
+    start_time = time.perf_counter()
+    if isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
+        raise TypeError("fit needs a map-style Dataset with __len__ (its order is seeded and resumable)")
+    rank, world, device = _setup_distributed(torch.device(device))
+    _seed_everything(seed + 7919 * rank)  # distinct noise per rank; rank 0 == single process
+    was_training = model.training
+    module = unwrap(model).to(device)
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    run = {"seed": int(seed), "world_size": world, "dataset_len": len(data)}
+    ckpt = _load_checkpoint(path, config, run) if path is not None and path.exists() else None
+
+    step, losses, logs = 0, [], {}
+    if ckpt is not None:
+        _restore(path, "model", lambda: module.load_state_dict(ckpt["model"]))
+        if len(ckpt["ranks"]) != world:
+            raise CheckpointError(f"checkpoint {path} holds {len(ckpt['ranks'])} ranks, this run has {world}")
+        step, losses = int(ckpt["step"]), [float(x) for x in ckpt["ranks"][rank]["losses"]]
+        if ckpt["done"]:
+            _set_rng_state(ckpt["ranks"][rank]["rng"], device)
+            return FitResult(step, losses[-1] if losses else math.nan, losses, step,
+                             time.perf_counter() - start_time, 0)
+    resumed_from = step
+
+    optimizer = optimizer_factory(module) if optimizer_factory else default_optimizer(module, config)
+    scheduler = scheduler_factory(optimizer, config) if scheduler_factory else default_scheduler(optimizer, config)
+    if ckpt is not None:
+        _restore(path, "optimizer", lambda: optimizer.load_state_dict(ckpt["optimizer"]))
+        if scheduler is not None and ckpt["scheduler"] is not None:
+            _restore(path, "scheduler", lambda: scheduler.load_state_dict(ckpt["scheduler"]))
+
+    dist_sampler = None
+    if world > 1:
+        dist_sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    per_rank = dist_sampler.num_samples if dist_sampler is not None else len(data)
+    drop_last = config.drop_last and per_rank >= config.batch_size
+    if per_rank == 0:
+        raise ValueError(f"{desc}: the training dataset is empty")
+    sampler = _EpochSampler(len(data), seed * 1_000_003 + 17, dist_sampler)
+    loader_gen = torch.Generator()  # private: DataLoader draws worker seeds from it, not the global RNG
+    loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        collate_fn=collate_fn, drop_last=drop_last, pin_memory=device.type == "cuda",
+                        generator=loader_gen)
+    epoch, consumed = 0, 0
+    if ckpt is not None:
+        epoch, consumed = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch"])
+        sampler.generator.set_state(ckpt["data"]["generator"])
+        _set_rng_state(ckpt["ranks"][rank]["rng"], device)  # last: nothing may draw from the RNGs before step 1
+    ckpt = None  # free the CPU copy of the weights
+
+    wrapped: nn.Module = module
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.ddp_find_unused_parameters)
+    to_device = batch_to_device or (lambda b, d: move_to_device(b, d, non_blocking=d.type == "cuda"))
+    trainable = [p for p in module.parameters() if p.requires_grad]
+
+    def save(done: bool) -> None:
+        ranks = _gather({"rng": _get_rng_state(device), "losses": list(losses)}, world)
+        if world > 1:
+            _assert_replicas_in_sync(module, device)
+        if rank == 0 and path is not None:
+            _atomic_save({
+                "format": _FORMAT, "done": done, "step": step, "config": dataclasses.asdict(config),
+                "run": run, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "data": {"epoch": epoch, "batch": consumed, "generator": sampler.epoch_start_state},
+                "ranks": ranks, "torch_version": str(torch.__version__),
+            }, path)
+        if world > 1:
+            dist.barrier()
+
+    samples = 0
+    bar = tqdm(total=config.steps, initial=step, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not progress or rank != 0)
+    try:
+        module.train()
+        while step < config.steps:
+            sampler.start_epoch(epoch, consumed * config.batch_size)
+            loader_gen.manual_seed(seed * 1_000_003 + 7919 * rank + epoch)
+            for batch in loader:
+                consumed += 1
+                lr = optimizer.param_groups[0]["lr"]
+                batch = to_device(batch, device)
+                samples += _batch_size_of(batch, config.batch_size) * world
+                optimizer.zero_grad(set_to_none=True)
+                with autocast_context(device, config.amp):
+                    out = loss_fn(wrapped, batch)
+                loss, user_logs = out if isinstance(out, tuple) else (out, {})
+                if not isinstance(loss, Tensor) or loss.ndim != 0:
+                    raise ValueError(f"{desc}: loss_fn must return a scalar tensor, got {type(loss).__name__}")
+                loss_value = float(loss.detach().float().item())
+                if world == 1 and not math.isfinite(loss_value):
+                    raise FloatingPointError(f"{desc}: loss is {loss_value} at step {step + 1}")
+                loss.backward()
+                grad_norm = _clip_and_measure(trainable, config.grad_clip)
+                if not math.isfinite(grad_norm):  # identical on all ranks after all-reduce
+                    raise FloatingPointError(f"{desc}: gradient norm is {grad_norm} at step {step + 1} (loss {loss_value})")
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                step += 1
+                losses.append(loss_value)
+                logs = {k: float(v) for k, v in user_logs.items()} | {"lr": lr, "grad_norm": grad_norm}
+                bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", refresh=False)
+                bar.update(1)
+                if world > 1 and step == 1:
+                    _assert_replicas_in_sync(module, device)
+                if path is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
+                        and step < config.steps:
+                    save(done=False)
+                if on_step is not None:
+                    on_step(step, loss_value, logs)
+                if step >= config.steps:
+                    break
+            else:
+                epoch, consumed = epoch + 1, 0
+        if path is not None:
+            save(done=True)
+        elif world > 1:
+            _assert_replicas_in_sync(module, device)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return FitResult(step, losses[-1] if losses else math.nan, losses, resumed_from,
+                     time.perf_counter() - start_time, samples, logs)
+
+
+def fit_in_context(ctx: RunContext, model: nn.Module, loss_fn: LossFn, data: Dataset, *, stage: str = "train",
+                   prefix: str | None = None, **kwargs: Any) -> FitResult:
+    """``fit`` wired to a ``RunContext``: config from ``ctx.hparams`` (``<stage>_*`` keys first),
+    checkpoint in ``ctx.checkpoint_dir/<stage>``, progress per ``ctx``, result recorded for throughput."""
+    config = FitConfig.from_hparams(ctx.hparams, stage if prefix is None else prefix)
+    kwargs.setdefault("progress", ctx.show_progress)
+    kwargs.setdefault("desc", stage)
+    result = fit(model, loss_fn, data, config, device=ctx.device, seed=ctx.seed,
+                 checkpoint_dir=ctx.checkpoint_dir / stage, **kwargs)
+    ctx.record_fit(stage, result)
+    return result
