@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .collate import sits_collate, window_collate
 from .contracts import BootstrapSpec, Cell, DataIdentity, MetricSpec, RunContext, TaskSpec
 
 MOCK_VERSION = "mock-1"
@@ -31,27 +32,6 @@ class _ListDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
-
-
-def pad_time_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack SITS samples, zero-padding time and adding ``<modality>_mask`` [B, T]."""
-    out: dict[str, Any] = {}
-    for mod in ("radar", "optical"):
-        if mod not in items[0]:
-            continue
-        t_max = max(it[mod].shape[0] for it in items)
-        series, dates, masks = [], [], []
-        for it in items:
-            t = it[mod].shape[0]
-            pad = t_max - t
-            series.append(torch.cat([it[mod], it[mod].new_zeros((pad, *it[mod].shape[1:]))]))
-            dates.append(torch.cat([it[f"{mod}_dates"], it[f"{mod}_dates"].new_zeros(pad)]))
-            masks.append(torch.arange(t_max) < t)
-        out[mod], out[f"{mod}_dates"], out[f"{mod}_mask"] = torch.stack(series), torch.stack(dates), torch.stack(masks)
-    if "label" in items[0]:
-        out["label"] = torch.stack([it["label"] for it in items])
-    out["id"] = [it["id"] for it in items]
-    return out
 
 
 class MockSegmentationTask:
@@ -76,9 +56,10 @@ class MockSegmentationTask:
         )
 
     def _make(self, n: int, offset: int) -> list[dict[str, Any]]:
+        class_gen = torch.Generator().manual_seed(self.seed)  # class signatures are shared by every split
+        profiles = {m: torch.randn(self.num_classes, t, c, generator=class_gen) for m, (t, c) in {"radar": (6, 3), "optical": (5, 3)}.items()}
         g = torch.Generator().manual_seed(self.seed * 1000 + offset)
         s = self.size
-        profiles = {m: torch.randn(self.num_classes, t, c, generator=g) for m, (t, c) in {"radar": (6, 3), "optical": (5, 3)}.items()}
         items = []
         for i in range(n):
             # blocky parcels: a 4×4 grid of random classes, upsampled
@@ -111,31 +92,10 @@ class MockSegmentationTask:
             items = items[: max(1, round(len(items) * cell.params["label_fraction"]))]
         return _ListDataset(items)
 
-    collate = staticmethod(pad_time_collate)
+    collate = staticmethod(sits_collate)
 
 
 # --------------------------------------------------------------------------- reconstruction
-def window_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch multi-source windows: per source key, stacked fields; absent sources are NaN, avail False."""
-    keys = sorted({k for it in items for k in it["sources"]})
-    sources: dict[str, dict[str, torch.Tensor]] = {}
-    for key in keys:
-        ref = next(it["sources"][key] for it in items if key in it["sources"])
-        fields: dict[str, list[torch.Tensor]] = {f: [] for f in ref}
-        for it in items:
-            src = it["sources"].get(key)
-            for f, v in ref.items():
-                if src is not None:
-                    fields[f].append(src[f])
-                elif f == "avail":
-                    fields[f].append(torch.tensor(False))
-                else:
-                    fields[f].append(torch.full_like(v, float("nan")) if v.is_floating_point() else torch.zeros_like(v))
-        sources[key] = {f: torch.stack(v) for f, v in fields.items()}
-    return {"sources": sources, "target": [it["target"] for it in items], "id": [it["id"] for it in items],
-            "storm": [it["storm"] for it in items]}
-
-
 class MockReconstructionTask:
     """Three sources seeing one smooth field with different gains; the target is one of them.
 

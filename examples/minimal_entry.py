@@ -44,7 +44,7 @@ class PixelLinear:
     )
     # Profiles are data: every knob the entry reads from ctx.hparams, per profile.
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": {"steps": 20, "batch_size": 4, "lr": 0.05},
+        "smoke": {"steps": 80, "batch_size": 4, "lr": 0.05},
         "mini": {"steps": 200, "batch_size": 8, "lr": 0.02},
         "paper": {"steps": 2000, "batch_size": 16, "lr": 0.01},
     }

@@ -41,8 +41,9 @@ def test_segmentation_records_hold_metrics_stats_and_environment(seg_results: Pa
     stats = store.load_stats(rec)
     assert stats["confusion"].shape == (6, 4, 4)
     # the record's point estimate is recomputable from the stored per-unit statistics
-    from benchmark.metrics import iou_from_confusion
     import torch
+
+    from benchmark.metrics import iou_from_confusion
 
     _, m, _ = iou_from_confusion(torch.as_tensor(stats["confusion"].sum(0)))
     assert float(m) == pytest.approx(miou["estimate"])

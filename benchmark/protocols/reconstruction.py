@@ -103,9 +103,9 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
             target = task.target(batch).float().cpu()
             b, c = target.shape[:2]
             if flops is None:
-                flops, flops_batch = count_flops(lambda: entry.sample(task.inputs(batch), 1, torch.Generator().manual_seed(0))) or 0, b
+                flops, flops_batch = count_flops(lambda batch=batch: entry.sample(task.inputs(batch), 1, torch.Generator().manual_seed(0))) or 0, b
             seen = task.inputs(batch)
-            samples = timer.time(lambda: entry.sample(seen, members, gen), b)
+            samples = timer.time(lambda seen=seen: entry.sample(seen, members, gen), b)
             check_samples(samples, members, target.shape)
             obs_phys = task.denormalize(target, batch)
             ens_phys = task.denormalize(samples.float().cpu(), batch)

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
-from ..metrics import bootstrap, confusion_matrix, iou_from_confusion, miou_statistic, overall_accuracy
+from ..metrics import (
+    bootstrap,
+    confusion_matrix,
+    iou_from_confusion,
+    miou_statistic,
+    overall_accuracy,
+)
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_logits
 from . import JobOutput
@@ -73,8 +79,8 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
             label = batch["label"]
             b, h, w = label.shape
             if flops is None:
-                flops, flops_batch = count_flops(lambda: entry.predict(batch, modality)) or 0, b
-            logits = timer.time(lambda: entry.predict(batch, modality), b)
+                flops, flops_batch = count_flops(lambda batch=batch: entry.predict(batch, modality)) or 0, b
+            logits = timer.time(lambda batch=batch: entry.predict(batch, modality), b)
             check_logits(logits, b, k, h, w)
             pred = logits.argmax(1).cpu()
             cms.append(confusion_matrix(pred, label, k, ignore_index=ignore, per_unit=True).numpy())
