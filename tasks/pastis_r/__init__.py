@@ -1,0 +1,110 @@
+"""Task ``pastis_r``: crop-type semantic segmentation on PASTIS-R from radar or optical series.
+
+The S4 paper's Table 1 protocol: one split (folds 1–3 train, 4 val, 5 test), 100 % or 10 % of the
+training patches labelled, inference from S1 radar or S2 RGB alone, mIoU over classes 0–18 with
+void (19) ignored, 1000-resample percentile bootstrap over test patches.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchmark.contracts import BootstrapSpec, MetricSpec, TaskSpec
+from benchmark.data import resolve_data_root
+from benchmark.errors import BenchmarkError, DataError
+
+from ..sits.task import SITSTask, standard_cells
+from .dataset import CLASS_NAMES, TRAIN_FOLDS, VOID, PastisRDataset, read_metadata
+from .synthetic import GENERATOR_VERSION, generate
+
+SPLITS_DIR = Path(__file__).parent / "splits"
+ZENODO_URL = "https://zenodo.org/records/5735646/files/PASTIS-R.zip?download=1"
+ZENODO_MD5 = "4887513d6c2d2b07fa935d325bd53e09"
+FOLDS = {"train": TRAIN_FOLDS, "val": (4,), "test": (5,)}
+
+SPEC = TaskSpec(
+    name="pastis_r",
+    version="1",
+    family="segmentation",
+    description="PASTIS-R crop-type segmentation from S1 radar or S2 RGB series, 100 % / 10 % labels (mIoU)",
+    cells=standard_cells(),
+    metric=MetricSpec(name="miou", num_classes=19, ignore_index=VOID, class_names=CLASS_NAMES, averaging="macro",
+                      absent_class_policy="exclude"),
+    bootstrap=BootstrapSpec(unit="patch", method="percentile", resamples=1000, level=0.95, seed=0),
+    split_files={
+        "rule.json": "06b0f46bded3fe7f200c855abfc28e8e7d89b5bdcaf021ecd409d50a96a7f4c7",
+        f"synthetic-{GENERATOR_VERSION}-seed0.json": "c7f1d9079d8f5f280d8830575c388abf36f01321280d67c6ef84cc711046d53e",
+    },
+    paper="Shenoy et al., S4: Self-Supervised Sensing Across the Spectrum (2024), Table 1",
+    tables={"main": "Table 1 (PASTIS-R)"},
+)
+
+
+class PastisRTask(SITSTask):
+    spec: ClassVar[TaskSpec] = SPEC
+    dataset_dirname: ClassVar[str] = "PASTIS-R"
+    synthetic_version: ClassVar[str] = GENERATOR_VERSION
+    channels: ClassVar[dict[str, int]] = {"radar": 3, "optical": 3}
+
+    def __init__(self, radar: str = "S1A", optical_bands: str = "rgb"):
+        self.radar, self.optical_bands = radar, optical_bands
+        self.channels = {"radar": 3, "optical": 3 if optical_bands == "rgb" else 10}
+
+    def split_rule(self) -> dict[str, Any]:
+        return {**super().split_rule(), "folds": {k: list(v) for k, v in FOLDS.items()}}
+
+    def is_dataset(self, root: Path) -> bool:
+        return (root / "metadata.geojson").is_file() and (root / "DATA_S2").is_dir() and (root / "ANNOTATIONS").is_dir()
+
+    def split_ids(self, root: Path) -> dict[str, list[str]]:
+        props = read_metadata(root)
+        return {split: [str(p["ID_PATCH"]) for p in props if int(p["Fold"]) in folds] for split, folds in FOLDS.items()}
+
+    def reader(self, root: Path, split: str, **kwargs: Any) -> PastisRDataset:
+        return PastisRDataset(root, FOLDS[split], radar=self.radar, optical_bands=self.optical_bands, **kwargs)
+
+    def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
+        return generate(out, seed, **size)
+
+    def real_checksum(self, root: Path) -> str:
+        from ..sits.splits import file_sha256
+
+        return "metadata.geojson:" + file_sha256(root / "metadata.geojson")
+
+    # -- `python -m benchmark download pastis_r`
+    def add_download_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data-root", type=Path, default=None, help="where PASTIS-R/ goes (default: $BENCHMARK_DATA or ~/.cache/benchmark)")
+        parser.add_argument("--url", default=ZENODO_URL, help="archive URL (default: the Zenodo record 5735646)")
+        parser.add_argument("--md5", default=ZENODO_MD5, help="expected md5 of the archive (the published one by default)")
+        parser.add_argument("--from-archive", type=Path, default=None, help="install a PASTIS-R.zip you already have instead of downloading")
+        parser.add_argument("--keep-archive", action="store_true", help="keep the zip after extraction")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def download(self, args: argparse.Namespace) -> int:
+        from ..common.download import download_file, install_archive
+
+        root = resolve_data_root(args.data_root)
+        target = root / self.dataset_dirname
+        if self.is_dataset(target):
+            print(f"PASTIS-R is already installed at {target}")
+            return 0
+        root.mkdir(parents=True, exist_ok=True)
+        archive = args.from_archive
+        if archive is None:
+            archive = root / "PASTIS-R.zip"
+            print(f"downloading {args.url} -> {archive} (54 GB for the real archive; resumable: re-run to continue)")
+            download_file(args.url, archive, md5=args.md5, progress=not args.no_progress)
+        elif not archive.is_file():
+            raise BenchmarkError(f"--from-archive {archive} does not exist")
+        try:
+            install_archive(archive, root, md5=args.md5)
+        except ValueError as exc:
+            raise BenchmarkError(str(exc)) from None
+        if not self.is_dataset(target):
+            raise DataError(f"{archive} extracted, but {target} does not hold metadata.geojson, DATA_S2/ and ANNOTATIONS/")
+        if args.from_archive is None and not args.keep_archive:
+            archive.unlink()
+        print(f"PASTIS-R installed at {target}")
+        return 0

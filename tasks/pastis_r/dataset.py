@@ -1,0 +1,272 @@
+"""PASTIS-R reader: Sentinel-1/2 image time series with crop-type semantic labels.
+
+Facts of the data (Garnot et al., ISPRS J. 2022; Zenodo record 5735646, ``PASTIS-R.zip``, 54 GB,
+md5 ``4887513d6c2d2b07fa935d325bd53e09``, CC-BY-4.0):
+
+* 2,433 patches of 128 × 128 px at 10 m in France, 124,422 parcels, 5 folds (``Fold`` 1–5).
+* ``DATA_S2/S2_{ID}.npy``: T × 10 × H × W int16 (reflectance × 10 000), T = 38–61 dates between
+  September 2018 and November 2019; bands B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12.
+* ``DATA_S1A/S1A_{ID}.npy`` and ``DATA_S1D/S1D_{ID}.npy``: T × 3 × H × W (VV, VH, VV/VH in dB),
+  ascending and descending orbits, ~70 dates each, float16 or float32.
+* ``ANNOTATIONS/TARGET_{ID}.npy``: 3 × H × W; channel 0 is the semantic map: 0 background,
+  1–18 crop types, 19 void (parcels mostly outside the patch).
+* ``metadata.geojson``: one feature per patch with ``ID_PATCH``, ``Fold`` and ``dates-S2``,
+  ``dates-S1A``, ``dates-S1D`` ({"0": 20180924, ...}, as a dict or as a JSON string).
+* ``NORM_{S2,S1A,S1D}_patch.json``: {"Fold_k": {"mean": [C], "std": [C]}} per fold.
+
+Protocol (DESIGN.md §6): folds 1–3 train, 4 val, 5 test; radar = S1A by default (S1D
+selectable); optical = RGB (B4, B3, B2) by default (all 10 bands selectable); dates as days since
+2018-09-01; normalisation statistics from the training folds only, whatever split is read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REFERENCE_DATE = dt.date(2018, 9, 1)
+S2_BANDS = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+RGB = (2, 1, 0)  # B4, B3, B2
+NUM_LABELS = 20  # 0..18 classes + 19 void
+VOID = 19
+TRAIN_FOLDS = (1, 2, 3)
+CLASS_NAMES = (
+    "background", "meadow", "soft winter wheat", "corn", "winter barley", "winter rapeseed", "spring barley",
+    "sunflower", "grapevine", "beet", "winter triticale", "winter durum wheat", "fruits, vegetables, flowers",
+    "potatoes", "leguminous fodder", "soybeans", "orchard", "mixed cereal", "sorghum",
+)
+CACHE_LIMIT_BYTES = 2 * 2**30  # decoded samples are kept in memory when the split fits in this
+
+
+def parse_dates(value: Any, where: str) -> list[int] | None:
+    """The ``dates-*`` property as days since 2018-09-01 in index order (None when absent)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: dates are not valid JSON: {exc}") from None
+    if isinstance(value, dict):
+        try:
+            items = sorted(((int(k), int(v)) for k, v in value.items()))
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: dates must map integer indices to YYYYMMDD integers") from None
+        stamps = [v for _, v in items]
+    elif isinstance(value, list):
+        stamps = [int(v) for v in value]
+    else:
+        raise DataError(f"{where}: dates must be a dict, list or JSON string, got {type(value).__name__}")
+    days = []
+    for s in stamps:
+        try:
+            d = dt.date(s // 10000, s // 100 % 100, s % 100)
+        except ValueError:
+            raise DataError(f"{where}: {s} is not a YYYYMMDD date") from None
+        days.append((d - REFERENCE_DATE).days)
+    return days
+
+
+def read_metadata(root: Path) -> list[dict[str, Any]]:
+    """Features' properties of ``metadata.geojson`` (clear errors for a missing or broken file)."""
+    path = root / "metadata.geojson"
+    if not path.is_file():
+        raise DataError(f"PASTIS-R metadata missing: {path}")
+    try:
+        doc = json.loads(path.read_text())
+        props = [f["properties"] for f in doc["features"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a GeoJSON FeatureCollection with feature properties ({exc})") from None
+    for p in props:
+        for key in ("ID_PATCH", "Fold"):
+            if key not in p:
+                raise DataError(f"{path}: a feature lacks the {key!r} property")
+        if int(p["Fold"]) not in range(1, 6):
+            raise DataError(f"{path}: patch {p['ID_PATCH']} has Fold {p['Fold']}, expected 1..5")
+    return props
+
+
+def _load_npy(path: Path, *, ndim: int, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"missing {what} file: {path}")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read {what} array (truncated or not a .npy file?): {exc}") from None
+    if arr.ndim != ndim:
+        raise DataError(f"{path}: {what} array has shape {arr.shape}, expected {ndim} dimensions")
+    return arr
+
+
+def _norm_from_file(path: Path, channels: int, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        doc = json.loads(path.read_text())
+        means = np.array([doc[f"Fold_{f}"]["mean"] for f in folds], dtype=np.float64)
+        stds = np.array([doc[f"Fold_{f}"]["std"] for f in folds], dtype=np.float64)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: expected {{'Fold_k': {{'mean': [...], 'std': [...]}}}} for folds {list(folds)} ({exc})") from None
+    if means.shape[1] != channels or stds.shape[1] != channels:
+        raise DataError(f"{path}: statistics have {means.shape[1]} channels, the arrays have {channels}")
+    return means.mean(0), stds.mean(0)
+
+
+class PastisRDataset(torch.utils.data.Dataset):
+    """PASTIS-R patches of the given folds as SITS samples (DESIGN.md §3).
+
+    Args:
+        root: the ``PASTIS-R`` folder.
+        folds: folds to read (1–5).
+        radar: ``"S1A"`` (ascending, default) or ``"S1D"``.
+        optical_bands: ``"rgb"`` (B4, B3, B2) or ``"all"`` (the 10 bands).
+        normalize: standardise channels with the training folds' statistics (``NORM_*`` files, or
+            computed from the training folds and cached when the files are absent).
+        ids: optional subset of patch ids (strings or ints) within the folds.
+        cache: keep decoded samples in memory (``"auto"``: when the split fits in 2 GB).
+        cache_dir: where computed normalisation statistics are cached (default ``root``, or the
+            user cache when ``root`` is read-only).
+    """
+
+    def __init__(self, root: Path | str, folds: Iterable[int], *, radar: str = "S1A", optical_bands: str = "rgb",
+                 normalize: bool = True, ids: Iterable[Any] | None = None, cache: bool | str = "auto",
+                 cache_dir: Path | None = None):
+        self.root = Path(root)
+        if radar not in ("S1A", "S1D"):
+            raise ValueError(f"radar must be 'S1A' or 'S1D', got {radar!r}")
+        if optical_bands not in ("rgb", "all"):
+            raise ValueError(f"optical_bands must be 'rgb' or 'all', got {optical_bands!r}")
+        self.radar, self.optical_bands, self.normalize = radar, optical_bands, normalize
+        self.folds = tuple(sorted(set(int(f) for f in folds)))
+        props = read_metadata(self.root)
+        wanted = None if ids is None else {str(i) for i in ids}
+        self.meta = [p for p in props if int(p["Fold"]) in self.folds and (wanted is None or str(p["ID_PATCH"]) in wanted)]
+        if wanted is not None:
+            unknown = wanted - {str(p["ID_PATCH"]) for p in self.meta}
+            if unknown:
+                raise DataError(f"{self.root / 'metadata.geojson'}: {len(unknown)} requested id(s) not in folds {self.folds}, e.g. {sorted(unknown)[:3]}")
+        self.ids = [str(p["ID_PATCH"]) for p in self.meta]
+        self._warned_dates: set[str] = set()
+        self.cache_dir = cache_dir
+        self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if normalize:
+            for sat, channels in (("S2", 10), (radar, 3)):
+                mean, std = self._norm_stats(sat, channels, props)
+                self._stats[sat] = (torch.as_tensor(mean, dtype=torch.float32)[:, None, None], torch.as_tensor(std, dtype=torch.float32)[:, None, None])
+        self._cache: dict[int, dict[str, Any]] | None = None
+        if cache == "auto":
+            cache = self._estimated_bytes() < CACHE_LIMIT_BYTES
+        if cache:
+            self._cache = {}
+
+    # -- normalisation statistics
+    def _norm_stats(self, sat: str, channels: int, props: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        path = self.root / f"NORM_{sat}_patch.json"
+        if path.is_file():
+            return _norm_from_file(path, channels, TRAIN_FOLDS)
+        cached = self._computed_norm_path(sat)
+        if cached.is_file():
+            return _norm_from_file(cached, channels, TRAIN_FOLDS)
+        warnings.warn(f"{path} is missing: computing {sat} statistics from training folds {TRAIN_FOLDS} and caching them in {cached}", stacklevel=3)
+        per_fold: dict[str, dict[str, list[float]]] = {}
+        for fold in TRAIN_FOLDS:
+            means, stds = [], []
+            for p in props:
+                if int(p["Fold"]) != fold:
+                    continue
+                arr = self._array(sat, str(p["ID_PATCH"])).astype(np.float64)
+                means.append(arr.mean(axis=(0, 2, 3)))
+                stds.append(arr.std(axis=(0, 2, 3)))
+            if not means:
+                raise DataError(f"{self.root}: no patches in training fold {fold} to compute {sat} statistics from")
+            per_fold[f"Fold_{fold}"] = {"mean": np.mean(means, 0).tolist(), "std": np.mean(stds, 0).tolist()}
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(per_fold))
+        return _norm_from_file(cached, channels, TRAIN_FOLDS)
+
+    def _computed_norm_path(self, sat: str) -> Path:
+        base = self.cache_dir
+        if base is None:
+            from benchmark.data import default_data_root
+
+            import os
+
+            key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+            base = self.root / ".benchmark_cache" if os.access(self.root, os.W_OK) else default_data_root() / "norm_cache" / key
+        return base / f"NORM_{sat}_computed.json"
+
+    # -- reading
+    def _array(self, sat: str, pid: str) -> np.ndarray:
+        arr = _load_npy(self.root / f"DATA_{sat}" / f"{sat}_{pid}.npy", ndim=4, what=sat)
+        expected = 10 if sat == "S2" else 3
+        if arr.shape[1] != expected:
+            raise DataError(f"{self.root / f'DATA_{sat}' / f'{sat}_{pid}.npy'}: shape {arr.shape}, expected T × {expected} × H × W")
+        return arr
+
+    def _estimated_bytes(self) -> int:
+        if not self.ids:
+            return 0
+        first = self.ids[0]
+        s2 = self._array("S2", first)
+        s1 = self._array(self.radar, first)
+        c = 3 if self.optical_bands == "rgb" else 10
+        per = 4 * (s2.shape[0] * c + s1.shape[0] * 3) * s2.shape[2] * s2.shape[3]
+        return per * len(self.ids)
+
+    def _dates(self, props: dict[str, Any], sat: str, n: int, pid: str) -> torch.Tensor:
+        where = f"{self.root / 'metadata.geojson'} (patch {pid}, dates-{sat})"
+        days = parse_dates(props.get(f"dates-{sat}"), where)
+        if days is None:
+            if sat not in self._warned_dates:
+                warnings.warn(f"{self.root / 'metadata.geojson'} has no dates-{sat}: using index order as dates", stacklevel=3)
+                self._warned_dates.add(sat)
+            days = list(range(n))
+        if len(days) != n:
+            raise DataError(f"{where}: {len(days)} dates but DATA_{sat}/{sat}_{pid}.npy has {n} time steps")
+        return torch.tensor(days, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        props = self.meta[index]
+        pid = self.ids[index]
+        target_path = self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy"
+        target = _load_npy(target_path, ndim=3, what="target")
+        label = torch.from_numpy(np.array(target[0], dtype=np.int64))
+        if label.min() < 0 or label.max() >= NUM_LABELS:
+            raise DataError(f"{target_path}: label values must be in 0..{NUM_LABELS - 1}, found {int(label.min())}..{int(label.max())}")
+        sample: dict[str, Any] = {"id": pid, "label": label}
+        for key, sat in (("optical", "S2"), ("radar", self.radar)):
+            arr = self._array(sat, pid)
+            if arr.shape[2:] != label.shape:
+                raise DataError(f"{self.root / f'DATA_{sat}' / f'{sat}_{pid}.npy'}: spatial size {arr.shape[2:]} differs from the label's {tuple(label.shape)}")
+            if key == "optical" and self.optical_bands == "rgb":
+                x = torch.from_numpy(np.array(arr[:, list(RGB)], dtype=np.float32))
+            else:
+                x = torch.from_numpy(np.array(arr, dtype=np.float32))
+            if not torch.isfinite(x).all():
+                raise DataError(f"{self.root / f'DATA_{sat}' / f'{sat}_{pid}.npy'}: contains NaN or inf")
+            if self.normalize:
+                mean, std = self._stats[sat]
+                if key == "optical" and self.optical_bands == "rgb":
+                    mean, std = mean[list(RGB)], std[list(RGB)]
+                x = (x - mean) / std
+            sample[key] = x
+            sample[f"{key}_dates"] = self._dates(props, sat, x.shape[0], pid)
+        if self._cache is not None:
+            self._cache[index] = sample
+        return sample

@@ -1,0 +1,38 @@
+"""Nearest-timestamp alignment of one series onto another's dates (S4's radar/optical pairing)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def nearest_date_indices(src_dates: torch.Tensor, ref_dates: torch.Tensor) -> torch.Tensor:
+    """For each reference date, the index of the nearest source date (ties go to the earlier one).
+
+    Both are 1-D, in days; ``src_dates`` must be sorted ascending.
+    """
+    if src_dates.ndim != 1 or ref_dates.ndim != 1:
+        raise ValueError("dates must be 1-D")
+    if len(src_dates) == 0:
+        raise ValueError("cannot align onto an empty source series")
+    if len(src_dates) > 1 and bool((src_dates[1:] < src_dates[:-1]).any()):
+        raise ValueError("source dates must be sorted ascending")
+    right = torch.searchsorted(src_dates.contiguous(), ref_dates.contiguous()).clamp(max=len(src_dates) - 1)
+    left = (right - 1).clamp(min=0)
+    pick_left = (ref_dates - src_dates[left]).abs() <= (src_dates[right] - ref_dates).abs()
+    return torch.where(pick_left, left, right)
+
+
+def align_series(series: torch.Tensor, src_dates: torch.Tensor, ref_dates: torch.Tensor) -> torch.Tensor:
+    """``series [T_src, ...]`` resampled at ``ref_dates`` by nearest date: ``[T_ref, ...]``."""
+    return series[nearest_date_indices(src_dates, ref_dates)]
+
+
+def align_batch(series: torch.Tensor, src_dates: torch.Tensor, src_mask: torch.Tensor, ref_dates: torch.Tensor) -> torch.Tensor:
+    """Batched alignment for padded series. ``series [B, T_s, ...]``, ``src_dates/src_mask [B, T_s]``,
+    ``ref_dates [B, T_r]`` → ``[B, T_r, ...]``; padded source dates are never picked."""
+    big = torch.finfo(torch.float32).max / 4
+    d = (ref_dates[:, :, None].float() - src_dates[:, None, :].float()).abs()
+    d = torch.where(src_mask[:, None, :].bool(), d, torch.full_like(d, big))
+    idx = d.argmin(-1)  # [B, T_r]
+    gather = idx.view(*idx.shape, *([1] * (series.ndim - 2))).expand(-1, -1, *series.shape[2:])
+    return torch.gather(series, 1, gather)

@@ -1,0 +1,210 @@
+"""Base class of the SITS segmentation tasks: cells, data resolution, views, collate.
+
+A concrete task (``tasks.pastis_r``, ``tasks.africa_crop_type``) supplies its reader, where its
+real data lives, and how to write its embedded synthetic dataset in the real layout; this class
+turns that into the harness's segmentation-task interface (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from benchmark.collate import sits_collate
+from benchmark.contracts import Cell, DataIdentity, RunContext, TaskSpec
+from benchmark.data import resolve_data_root
+from benchmark.errors import DataError
+
+from .splits import file_sha256, label_subset, read_split_file
+from .subsample import subsample_sample
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("radar", "optical")
+LABEL_FRACTIONS = (1.0, 0.1)
+
+
+def standard_cells(extra: tuple[Cell, ...] = ()) -> tuple[Cell, ...]:
+    """Table 1 cells: radar/optical × 100 %/10 %, sharing one pre-training per entry and seed."""
+    cells = tuple(
+        Cell(f"{m}-{round(f * 100)}", {"modality": m, "label_fraction": f}, shared={"pretrain": "pretrain-own"})
+        for f in LABEL_FRACTIONS for m in MODALITIES
+    )
+    return cells + extra
+
+
+@dataclass
+class SITSData:
+    """What ``resolve_data`` hands to the other methods: where the files are and which split ids."""
+
+    root: Path
+    identity: DataIdentity
+    split_ids: dict[str, list[str]]
+    subset_seed: int
+    reader_kwargs: dict[str, Any] = field(default_factory=dict)
+    readers: dict[str, Any] = field(default_factory=dict)  # split -> dataset (cached: read files once)
+
+
+class _View(torch.utils.data.Dataset):
+    """A split's samples restricted to ``ids``, optionally without labels, temporally subsampled."""
+
+    def __init__(self, reader: Any, ids: list[str] | None, with_label: bool, length: int | None):
+        self.reader = reader
+        all_ids = [str(i) for i in reader.ids]
+        if ids is None:
+            self.index = list(range(len(all_ids)))
+        else:
+            pos = {i: k for k, i in enumerate(all_ids)}
+            missing = [i for i in ids if i not in pos]
+            if missing:
+                raise KeyError(f"{len(missing)} requested id(s) are not in the split, e.g. {missing[:3]}")
+            self.index = [pos[i] for i in ids]
+        self.with_label = with_label
+        self.length = length
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = dict(self.reader[self.index[i]])
+        if not self.with_label:
+            sample.pop("label", None)
+        return subsample_sample(sample, self.length)
+
+
+class SITSTask(ABC):
+    """Implements the segmentation-task interface over a reader of the real layout."""
+
+    spec: ClassVar[TaskSpec]
+    dataset_dirname: ClassVar[str]  # folder under the data root holding the real dataset
+    synthetic_version: ClassVar[str]
+    synthetic_seed: ClassVar[int] = 0
+    subset_seed: ClassVar[int] = 0
+    # dates kept per modality (evenly spaced) by profile; None keeps the whole series
+    temporal_length: ClassVar[dict[str, int | None]] = {"smoke": 6, "mini": 12, "paper": None}
+    channels: ClassVar[dict[str, int]]
+
+    # -- what a concrete task provides
+    @abstractmethod
+    def reader(self, root: Path, split: str, **kwargs: Any) -> Any:
+        """The dataset of a split, reading the real layout (``.ids`` lists sample ids in order)."""
+
+    @abstractmethod
+    def split_ids(self, root: Path) -> dict[str, list[str]]:
+        """Ids of train/val/test, from the dataset's own metadata and the frozen split rule."""
+
+    @abstractmethod
+    def is_dataset(self, root: Path) -> bool:
+        """Whether ``root`` holds this dataset in its real layout."""
+
+    @abstractmethod
+    def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
+        """Write the embedded synthetic dataset in the real layout; returns {relative path: sha256}."""
+
+    # -- data resolution
+    def synthetic_dir(self, data_root: Path) -> Path:
+        return data_root / "synthetic" / f"{self.spec.name}-{self.synthetic_version}-seed{self.synthetic_seed}"
+
+    def ensure_synthetic(self, data_root: Path) -> Path:
+        """Generate the embedded dataset on first use; verify its manifest on every later use."""
+        out = self.synthetic_dir(data_root)
+        manifest = out / "MANIFEST.json"
+        if manifest.is_file():
+            return out
+        tmp = out.with_name(out.name + ".partial")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        start = time.perf_counter()
+        files = self.generate_synthetic(tmp, self.synthetic_seed)
+        (tmp / "MANIFEST.json").write_text(json.dumps({"generator": self.synthetic_version, "seed": self.synthetic_seed, "files": files}, indent=1, sort_keys=True))
+        tmp.rename(out)
+        log.warning("generated the embedded synthetic %s dataset in %.1f s at %s", self.spec.name, time.perf_counter() - start, out)
+        return out
+
+    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[SITSData, DataIdentity]:
+        base = resolve_data_root(data_root)
+        for candidate in (base, base / self.dataset_dirname):
+            if self.is_dataset(candidate):
+                identity = DataIdentity(kind="real", root=str(candidate), checksum=self.real_checksum(candidate))
+                root = candidate
+                break
+        else:
+            root = self.ensure_synthetic(base)
+            manifest = root / "MANIFEST.json"
+            identity = DataIdentity(kind="synthetic", root=str(root), checksum=file_sha256(manifest),
+                                    generator_version=self.synthetic_version, seed=self.synthetic_seed)
+        data = SITSData(root=root, identity=identity, split_ids=self.split_ids(root), subset_seed=self.subset_seed)
+        self.check_split_files()
+        self.check_materialized(data)
+        return data, identity
+
+    def real_checksum(self, root: Path) -> str:
+        """Identity of a real copy: hash of its metadata file(s) (hashing 50 GB of arrays is not done per run)."""
+        return ""
+
+    # -- the harness's segmentation interface
+    def info(self, data: SITSData, cell: Cell) -> dict[str, Any]:
+        m = self.spec.metric
+        return {"num_classes": m.num_classes, "ignore_index": m.ignore_index, "class_names": list(m.class_names),
+                "channels": dict(self.channels), "dataset": self.spec.name}
+
+    def _reader(self, data: SITSData, split: str) -> Any:
+        if split not in data.readers:
+            data.readers[split] = self.reader(data.root, split, **data.reader_kwargs)
+        return data.readers[split]
+
+    def train_ids(self, data: SITSData, fraction: float) -> list[str]:
+        return label_subset(data.split_ids["train"], fraction, data.subset_seed)
+
+    def unlabeled(self, data: SITSData, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
+        """Both modalities of every training patch, labels withheld (the S4 pre-training view)."""
+        return _View(self._reader(data, "train"), None, with_label=False, length=self.temporal_length.get(ctx.profile))
+
+    def labeled(self, data: SITSData, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
+        ids = self.train_ids(data, float(cell.params["label_fraction"])) if split == "train" else None
+        return _View(self._reader(data, split), ids, with_label=True, length=self.temporal_length.get(ctx.profile))
+
+    collate = staticmethod(sits_collate)
+
+    def split_rule(self) -> dict[str, Any]:
+        """The frozen rule that turns a copy of the dataset into splits (stored as ``rule.json``)."""
+        return {"task": self.spec.name, "label_fractions": list(LABEL_FRACTIONS), "subset_seed": self.subset_seed,
+                "subset_rule": "rank training ids by sha256(f'{seed}:{id}'), keep the first ceil(fraction * n)"}
+
+    def materialized_splits(self, root: Path) -> dict[str, list[str]]:
+        """The ids of every split and label fraction for the copy at ``root``."""
+        ids = self.split_ids(root)
+        out = {k: sorted(v) for k, v in ids.items()}
+        for f in LABEL_FRACTIONS:
+            out[f"train@{f:g}"] = label_subset(ids["train"], f, self.subset_seed)
+        return out
+
+    def split_file_names(self) -> tuple[str, str]:
+        return "rule.json", f"synthetic-{self.synthetic_version}-seed{self.synthetic_seed}.json"
+
+    def splits_dir(self) -> Path:
+        import inspect
+
+        return Path(inspect.getfile(type(self))).parent / "splits"
+
+    def check_split_files(self) -> None:
+        """Every split file of the spec exists with its recorded sha256."""
+        for rel, sha in self.spec.split_files.items():
+            read_split_file(self.splits_dir() / rel, sha)
+
+    def check_materialized(self, data: SITSData) -> None:
+        """For the embedded data, the frozen id lists must equal what the rule computes."""
+        if data.identity.kind != "synthetic":
+            return
+        frozen = read_split_file(self.splits_dir() / self.split_file_names()[1], self.spec.split_files.get(self.split_file_names()[1]))
+        if frozen != self.materialized_splits(data.root):
+            raise DataError(f"{data.root}: its splits differ from the frozen {self.splits_dir() / self.split_file_names()[1]}; regenerate the embedded data")
