@@ -92,15 +92,15 @@ class PastisRTask(SITSTask):
             return 0
         root.mkdir(parents=True, exist_ok=True)
         archive = args.from_archive
-        if archive is None:
-            archive = root / "PASTIS-R.zip"
-            print(f"downloading {args.url} -> {archive} (54 GB for the real archive; resumable: re-run to continue)")
-            download_file(args.url, archive, md5=args.md5, progress=not args.no_progress)
-        elif not archive.is_file():
-            raise BenchmarkError(f"--from-archive {archive} does not exist")
         try:
+            if archive is None:
+                archive = root / "PASTIS-R.zip"
+                print(f"downloading {args.url} -> {archive} (54 GB for the real archive; resumable: re-run to continue)")
+                download_file(args.url, archive, md5=args.md5, progress=not args.no_progress)
+            elif not archive.is_file():
+                raise BenchmarkError(f"--from-archive {archive} does not exist")
             install_archive(archive, root, md5=args.md5)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # checksum mismatch, unsafe archive, network failure
             raise BenchmarkError(str(exc)) from None
         if not self.is_dataset(target):
             raise DataError(f"{archive} extracted, but {target} does not hold metadata.geojson, DATA_S2/ and ANNOTATIONS/")

@@ -198,9 +198,9 @@ class PastisRDataset(torch.utils.data.Dataset):
     def _computed_norm_path(self, sat: str) -> Path:
         base = self.cache_dir
         if base is None:
-            from benchmark.data import default_data_root
-
             import os
+
+            from benchmark.data import default_data_root
 
             key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
             base = self.root / ".benchmark_cache" if os.access(self.root, os.W_OK) else default_data_root() / "norm_cache" / key
