@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -163,10 +163,22 @@ class Cell:
     name: str
     params: Mapping[str, Any]
     shared: Mapping[str, str] = field(default_factory=dict)
-    table: str = "main"  # which table of the task this cell belongs to (e.g. "main", "ablation_5a")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dict(self.params), "shared": dict(self.shared), "table": self.table}
+        return {"name": self.name, "params": dict(self.params), "shared": dict(self.shared)}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One of a task's tables: which cells (columns/rows) and which entries it shows.
+
+    Empty ``cells`` means every cell of the task; empty ``entries`` means every entry with
+    records. ``python -m benchmark run`` runs the union of the tables' (cells × entries) jobs.
+    """
+
+    title: str
+    cells: tuple[str, ...] = ()
+    entries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,7 +220,18 @@ class TaskSpec:
     bootstrap: BootstrapSpec
     split_files: Mapping[str, str] = field(default_factory=dict)  # relative path -> sha256
     paper: str = ""  # citation of the paper whose table this reproduces
-    tables: Mapping[str, str] = field(default_factory=lambda: {"main": "Table 1"})
+    tables: Mapping[str, str | TableSpec] = field(default_factory=lambda: {"main": "Table 1"})
+
+    def table_specs(self) -> dict[str, TableSpec]:
+        """Tables with their cells resolved (a plain title stands for every cell and entry)."""
+        out = {}
+        for key, t in self.tables.items():
+            t = TableSpec(t) if isinstance(t, str) else t
+            unknown = [c for c in t.cells if c not in {x.name for x in self.cells}]
+            if unknown:
+                raise ValueError(f"task {self.name!r}: table {key!r} names unknown cell(s) {unknown}")
+            out[key] = TableSpec(t.title, t.cells or tuple(c.name for c in self.cells), t.entries)
+        return out
 
     def cell(self, name: str) -> Cell:
         for c in self.cells:
@@ -264,7 +287,3 @@ def profile_hparams(entry_cls: type, profile: str) -> dict[str, Any]:
         have = ", ".join(profiles) or "none"
         raise BenchmarkError(f"entry {name!r} has no profile {profile!r} (it defines: {have})")
     return dict(profiles[profile])
-
-
-def all_cells_of(spec: TaskSpec, tables: Sequence[str] | None = None) -> list[Cell]:
-    return [c for c in spec.cells if tables is None or c.table in tables]

@@ -72,20 +72,32 @@ def job_config(spec: TaskSpec, cell: Cell, entry_cls: type, profile: str, seed: 
     }
 
 
-def select_cells(spec: TaskSpec, cells: Sequence[str] | None, tables: Sequence[str] | None) -> list[Cell]:
-    chosen = list(spec.cells)
+def plan_jobs(spec: TaskSpec, entries: Sequence[str], explicit_entries: bool, cells: Sequence[str] | None, tables: Sequence[str] | None) -> list[tuple[str, Cell]]:
+    """(entry, cell) pairs to run: the union over the chosen tables of their cells × entries.
+
+    A table that lists its entries (an ablation) contributes only those; ``--entry`` narrows
+    every table to the given entries, ``--cell`` to the given cells.
+    """
+    specs = spec.table_specs()
     if tables:
-        unknown = sorted(set(tables) - {c.table for c in spec.cells})
+        unknown = sorted(set(tables) - set(specs))
         if unknown:
-            raise BenchmarkError(f"task {spec.name!r} has no table(s) {unknown}; tables: {sorted({c.table for c in spec.cells})}")
-        chosen = [c for c in chosen if c.table in tables]
+            raise BenchmarkError(f"task {spec.name!r} has no table(s) {unknown}; tables: {', '.join(specs)}")
+        specs = {k: v for k, v in specs.items() if k in tables}
     if cells:
         names = {c.name for c in spec.cells}
         unknown = [c for c in cells if c not in names]
         if unknown:
             raise BenchmarkError(f"task {spec.name!r} has no cell(s) {unknown}; cells: {', '.join(sorted(names))}")
-        chosen = [c for c in chosen if c.name in cells]
-    return chosen
+    pairs: list[tuple[str, Cell]] = []
+    for entry in entries:
+        for cell in spec.cells:
+            if cells and cell.name not in cells:
+                continue
+            in_table = any(cell.name in t.cells and (explicit_entries or not t.entries or entry in t.entries) for t in specs.values())
+            if in_table:
+                pairs.append((entry, cell))
+    return pairs
 
 
 def run(
@@ -122,10 +134,12 @@ def run(
     store = ResultStore(results_dir)
     protocol = get_protocol(spec.family)
     summaries: list[JobSummary] = []
+    jobs = plan_jobs(spec, list(entries), bool(entry_names), cells, tables)
+    if not jobs:
+        raise BenchmarkError("nothing to run: no (entry, cell) pair matches the chosen tables, cells and entries")
     for seed in seeds:
-        for entry_name, cls in entries.items():
-            for cell in select_cells(spec, cells, tables):
-                summaries.append(_run_job(task, data, identity_dict, cell, entry_name, cls, profile, seed, dev, store, resume, protocol, show_progress))
+        for entry_name, cell in jobs:
+            summaries.append(_run_job(task, data, identity_dict, cell, entry_name, entries[entry_name], profile, seed, dev, store, resume, protocol, show_progress))
     return summaries
 
 

@@ -84,15 +84,16 @@ def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", se
     parts: list[str] = []
     if fmt == "csv":
         return _render_csv(jobs)
-    for table_id, title in spec.tables.items():
-        cells = [c for c in spec.cells if c.table == table_id]
-        if not any((e, c.name) in jobs for e in entries for c in cells):
+    for table_id, table in spec.table_specs().items():
+        cells = [spec.cell(c) for c in table.cells]
+        shown = [e for e in entries if not table.entries or e in table.entries]
+        if not any((e, c.name) in jobs for e in shown for c in cells):
             continue
         if spec.family == "segmentation":
-            headers, rows = _pivot(spec.metric.name, entries, cells, jobs, paper, table_id)
+            headers, rows = _pivot(spec.metric.name, shown, cells, jobs, paper, table_id)
         else:
-            headers, rows = _long(spec.metric.name, entries, cells, jobs, paper, table_id, extended)
-        parts.append(_heading(f"{spec.name} — {title} ({spec.metric.name}, profile {profile}, seed {seeds[0] if seed is None else seed})", fmt))
+            headers, rows = _long(spec.metric.name, shown, cells, jobs, paper, table_id, extended)
+        parts.append(_heading(f"{spec.name} — {table.title} ({spec.metric.name}, profile {profile}, seed {seeds[0] if seed is None else seed})", fmt))
         parts.append(tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
     parts.append(_heading(f"{spec.name} — throughput (profile {profile})", fmt))
     parts.append(_throughput(jobs, fmt))

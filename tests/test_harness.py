@@ -206,3 +206,25 @@ def test_cli_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
             main([cmd, "--help"])
         assert exc.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+def test_plan_jobs_takes_the_union_of_tables() -> None:
+    import dataclasses
+
+    from benchmark.contracts import Cell, TableSpec
+    from benchmark.runner import plan_jobs
+
+    base = registry.load_task(SEG).spec
+    extra = Cell("radar-100-other", {"modality": "radar", "label_fraction": 1.0})
+    spec = dataclasses.replace(base, cells=(*base.cells, extra), tables={
+        "main": TableSpec("Table 1", cells=tuple(c.name for c in base.cells)),
+        "ablation": TableSpec("Ablation", cells=("radar-100", "radar-100-other"), entries=("a",)),
+    })
+    jobs = plan_jobs(spec, ["a", "b"], explicit_entries=False, cells=None, tables=None)
+    assert ("a", extra) in jobs and ("b", extra) not in jobs and len(jobs) == 4 + 1 + 4
+    assert plan_jobs(spec, ["b"], explicit_entries=True, cells=None, tables=["ablation"]) == [("b", spec.cell("radar-100")), ("b", extra)]
+    assert plan_jobs(spec, ["a"], explicit_entries=False, cells=["optical-50"], tables=None) == [("a", spec.cell("optical-50"))]
+    with pytest.raises(BenchmarkError, match="no table"):
+        plan_jobs(spec, ["a"], False, None, ["nope"])
+    with pytest.raises(ValueError, match="unknown cell"):
+        dataclasses.replace(spec, tables={"x": TableSpec("X", cells=("zzz",))}).table_specs()

@@ -1,0 +1,37 @@
+"""Metric kernels working on sufficient statistics (DESIGN.md §6-7).
+
+CRPS (torch, sort-network based, standard and fair estimators), ensemble scores, confusion
+matrices / IoU, and a matrix-product bootstrap over per-unit statistics.
+"""
+
+from .bootstrap import (
+    BootstrapResult,
+    bootstrap,
+    mean_statistic,
+    miou_statistic,
+    paired_difference,
+    ratio_statistic,
+    resample_weights,
+)
+from .crps import ESTIMATORS, crps_ensemble
+from .ensemble import ensemble_statistics, mae, rmse, spread_skill_ratio
+from .segmentation import confusion_matrix, iou_from_confusion, overall_accuracy
+
+__all__ = [
+    "ESTIMATORS",
+    "BootstrapResult",
+    "bootstrap",
+    "confusion_matrix",
+    "crps_ensemble",
+    "ensemble_statistics",
+    "iou_from_confusion",
+    "mae",
+    "mean_statistic",
+    "miou_statistic",
+    "overall_accuracy",
+    "paired_difference",
+    "ratio_statistic",
+    "resample_weights",
+    "rmse",
+    "spread_skill_ratio",
+]
