@@ -72,11 +72,11 @@ def job_config(spec: TaskSpec, cell: Cell, entry_cls: type, profile: str, seed: 
     }
 
 
-def plan_jobs(spec: TaskSpec, entries: Sequence[str], explicit_entries: bool, cells: Sequence[str] | None, tables: Sequence[str] | None) -> list[tuple[str, Cell]]:
+def plan_jobs(spec: TaskSpec, entries: Sequence[str], cells: Sequence[str] | None, tables: Sequence[str] | None) -> list[tuple[str, Cell]]:
     """(entry, cell) pairs to run: the union over the chosen tables of their cells × entries.
 
     A table that lists its entries (an ablation) contributes only those; ``--entry`` narrows
-    every table to the given entries, ``--cell`` to the given cells.
+    the jobs to the given entries; ``--cell`` runs exactly the given cells for every entry.
     """
     specs = spec.table_specs()
     if tables:
@@ -94,8 +94,8 @@ def plan_jobs(spec: TaskSpec, entries: Sequence[str], explicit_entries: bool, ce
         for cell in spec.cells:
             if cells and cell.name not in cells:
                 continue
-            in_table = any(cell.name in t.cells and (explicit_entries or not t.entries or entry in t.entries) for t in specs.values())
-            if in_table:
+            in_table = any(cell.name in t.cells and (not t.entries or entry in t.entries) for t in specs.values())
+            if in_table or cells:
                 pairs.append((entry, cell))
     return pairs
 
@@ -134,7 +134,7 @@ def run(
     store = ResultStore(results_dir)
     protocol = get_protocol(spec.family)
     summaries: list[JobSummary] = []
-    jobs = plan_jobs(spec, list(entries), bool(entry_names), cells, tables)
+    jobs = plan_jobs(spec, list(entries), cells, tables)
     if not jobs:
         raise BenchmarkError("nothing to run: no (entry, cell) pair matches the chosen tables, cells and entries")
     for seed in seeds:

@@ -220,11 +220,13 @@ def test_plan_jobs_takes_the_union_of_tables() -> None:
         "main": TableSpec("Table 1", cells=tuple(c.name for c in base.cells)),
         "ablation": TableSpec("Ablation", cells=("radar-100", "radar-100-other"), entries=("a",)),
     })
-    jobs = plan_jobs(spec, ["a", "b"], explicit_entries=False, cells=None, tables=None)
+    jobs = plan_jobs(spec, ["a", "b"], cells=None, tables=None)
     assert ("a", extra) in jobs and ("b", extra) not in jobs and len(jobs) == 4 + 1 + 4
-    assert plan_jobs(spec, ["b"], explicit_entries=True, cells=None, tables=["ablation"]) == [("b", spec.cell("radar-100")), ("b", extra)]
-    assert plan_jobs(spec, ["a"], explicit_entries=False, cells=["optical-50"], tables=None) == [("a", spec.cell("optical-50"))]
+    assert plan_jobs(spec, ["b"], cells=None, tables=["ablation"]) == [("b", spec.cell("radar-100"))]
+    assert plan_jobs(spec, ["a"], cells=None, tables=["ablation"]) == [("a", spec.cell("radar-100")), ("a", extra)]
+    # an explicit --cell runs for every entry, whatever the tables list
+    assert plan_jobs(spec, ["b"], cells=["radar-100-other"], tables=None) == [("b", extra)]
     with pytest.raises(BenchmarkError, match="no table"):
-        plan_jobs(spec, ["a"], False, None, ["nope"])
+        plan_jobs(spec, ["a"], None, ["nope"])
     with pytest.raises(ValueError, match="unknown cell"):
         dataclasses.replace(spec, tables={"x": TableSpec("X", cells=("zzz",))}).table_specs()

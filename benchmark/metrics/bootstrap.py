@@ -266,7 +266,6 @@ def _run(
         low, high = _nanpercentile(reps, [100 * (1 - level) / 2, 100 * (1 + level) / 2], axis=0)
     else:
         # Jackknife: leave one draw unit (unit or cluster) out; all at once from the totals.
-        g = flats[0].shape[0]
         if g < 3:
             raise ValueError(f"BCa needs at least 3 units (or clusters) for its jackknife, got {g}")
         jack = _evaluate(fn, [(t[None] - f).reshape(g, *s) for t, f, s in zip(totals, flats, shapes, strict=True)])

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .crps import crps_ensemble
+from .crps import as_tensor, crps_ensemble
 
 __all__ = ["ensemble_statistics", "mae", "rmse", "spread_skill_ratio"]
 
@@ -27,8 +27,8 @@ def ensemble_statistics(
     before summing.
     """
     crps = crps_ensemble(obs, ens, estimator=estimator, member_dim=member_dim)
-    ens_t = torch.as_tensor(ens)
-    obs_t = torch.as_tensor(obs, device=ens_t.device).to(crps.dtype)
+    ens_t = as_tensor(ens)
+    obs_t = as_tensor(obs, device=ens_t.device).to(crps.dtype)
     with torch.no_grad():
         members = ens_t.detach().to(crps.dtype)
         dim = member_dim % members.ndim

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .crps import as_tensor
+
 __all__ = ["confusion_matrix", "iou_from_confusion", "overall_accuracy"]
 
 
@@ -52,8 +54,8 @@ def confusion_matrix(
             ``ignore_index``, or predictions outside ``[0, K)`` at counted pixels.
         TypeError: floating-point labels.
     """
-    pred_t = torch.as_tensor(pred)
-    target_t = torch.as_tensor(target, device=pred_t.device)
+    pred_t = as_tensor(pred)
+    target_t = as_tensor(target, device=pred_t.device)
     if pred_t.shape != target_t.shape:
         raise ValueError(f"pred shape {tuple(pred_t.shape)} != target shape {tuple(target_t.shape)}")
     for name, t in (("pred", pred_t), ("target", target_t)):
@@ -99,7 +101,7 @@ def confusion_matrix(
 
 def _to_float_tensor(cm: Any) -> tuple[torch.Tensor, bool]:
     is_numpy = not isinstance(cm, torch.Tensor)
-    t = torch.as_tensor(np.asarray(cm) if is_numpy else cm)
+    t = as_tensor(np.asarray(cm) if is_numpy else cm)
     if t.ndim < 2 or t.shape[-1] != t.shape[-2]:
         raise ValueError(f"confusion matrices must have shape [..., K, K], got {tuple(t.shape)}")
     return t.to(torch.float64), is_numpy
