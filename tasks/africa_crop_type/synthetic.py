@@ -1,0 +1,172 @@
+"""The embedded synthetic South Sudan dataset, written in the SustainBench layout.
+
+Scenes come from :mod:`tasks.sits.synthetic` (Voronoi parcels, phenology, clouds, radar coupled
+to the same crop state with speckle). What is specific to South Sudan:
+
+* 64 × 64 px tiles (``size``), ``n_tiles`` of them (120 by default: about 70 / 15 / 15 % train,
+  val, test in ``list_eval_partition.csv``), six-digit ids drawn from 1..7999 like the real ones;
+* four crops (raw labels 1 sorghum, 2 maize, 3 rice, 4 groundnut) with the real imbalance, and
+  the raw 0 "unlabelled" covering most of every tile: background parcels (bare/mixed land),
+  crop parcels nobody surveyed (their imagery is a crop, their label is 0), and half of the
+  parcels cut by the tile edge;
+* Sentinel-2 is sparse and cloudy (8-16 irregular dates over 2017, 35 % of them clouded),
+  Sentinel-1 denser (15-30 dates) and speckled (dates are days since 2017-01-01 in the reader);
+  crops differ by season timing, peak greenness and (slightly) canopy structure in radar;
+* file formats as in the release: ``s2`` 10 × H × W × T **uint16** reflectance × 10 000 (B2, B3,
+  B4, B5, B6, B7, B8, B8A, B11, B12), ``s1`` 3 × H × W × T **float32** (VV dB, VH dB and their
+  quotient VH/VV — the real ratio channel's huge spread, std 21.75, suggests a quotient of dB
+  values), ``planet`` a small 4 × H/2 × W/2 × 3 uint16 stand-in (B, G, R, NIR; the reader ignores
+  it), ``truth`` H × W uint8; time is the last axis and is written in **reverse chronological
+  order**, with the dates JSONs in the same (file) order, so the reader's date sort is exercised.
+
+Determinism: every tile draws from its own generator seeded by (seed, tile index), ids and
+partitions from a separate stream, and the ``.npz`` files are written with fixed zip timestamps
+(``np.savez``/``np.savez_compressed`` stamp the current time into each member), so the same seed
+gives byte-identical files. Image archives are stored uncompressed like ``np.savez`` (noisy
+imagery deflates by only ~15 % at 5x the generation time); labels are deflated. The default set
+is ~244 MB and takes ~4 s to write on one core.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from tasks.sits.synthetic import CropClass, irregular_dates, make_scene
+
+from .dataset import COUNTRY, PARTITION_CSV, dates_path, image_path, truth_path
+
+YEAR = 2017
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+CROP_SHARES = (0.68, 0.11, 0.12, 0.09)  # sorghum, maize, rice, groundnut (share of crop parcels)
+# Raw label order: 0 non-crop land, then the crops. Days of year 2017 (rainy season ~May-October).
+# Sorghum: long season, tall stalks; maize: earlier and shorter, denser canopy; rice: flooded
+# (specular water lowers backscatter), late; groundnut: short, low canopy. Pairs overlap in time,
+# so single dates do not separate them, and clouds and speckle blur the rest.
+SOUTH_SUDAN_CROPS = (
+    CropClass(0, 0, 0.15, structure_db=-1.0, flat=True),
+    CropClass(green_up=165, senescence=300, peak=0.75, structure_db=0.5),
+    CropClass(green_up=150, senescence=245, peak=0.85, structure_db=0.2),
+    CropClass(green_up=190, senescence=290, peak=0.90, structure_db=-0.4),
+    CropClass(green_up=170, senescence=255, peak=0.55, structure_db=-0.15),
+)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
+    """An ``.npz`` (stored like ``np.savez``, or deflated) with fixed member timestamps, so identical
+    arrays give identical bytes. Noisy float imagery barely deflates (~15 %) at a high time cost."""
+    buf = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        for key, arr in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_EPOCH)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+class _Writer:
+    def __init__(self, out: Path):
+        self.out = out
+        self.manifest: dict[str, str] = {}
+
+    def write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.manifest[path.relative_to(self.out).as_posix()] = hashlib.sha256(data).hexdigest()
+
+    def json(self, path: Path, doc: dict) -> None:
+        self.write(path, (json.dumps(doc, sort_keys=True) + "\n").encode())
+
+
+def _iso(doy: np.ndarray) -> list[str]:
+    start = dt.date(YEAR, 1, 1)
+    return [(start + dt.timedelta(days=int(d))).isoformat() for d in doy]
+
+
+def _time_last_reversed(series: np.ndarray) -> np.ndarray:
+    """[T, C, H, W] chronological → C × H × W × T, newest date first."""
+    return np.ascontiguousarray(series.transpose(1, 2, 3, 0)[..., ::-1])
+
+
+def write_south_sudan(
+    out: Path,
+    seed: int = 0,
+    *,
+    n_tiles: int = 120,
+    size: int = 64,
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+    background: float = 0.45,
+    unsurveyed: float = 0.3,
+    crop_shares: tuple[float, ...] = CROP_SHARES,
+    s2_dates: tuple[int, int] = (8, 16),
+    s1_dates: tuple[int, int] = (15, 30),
+    cloud_prob: float = 0.35,
+    season: tuple[int, int] = (0, 364),
+    catalog: tuple[CropClass, ...] = SOUTH_SUDAN_CROPS,
+) -> dict[str, str]:
+    """Write the synthetic ``southsudan`` folder into ``out``; returns {relative path: sha256}.
+
+    ``background`` is the share of parcels that are non-crop land (raw label 0), ``unsurveyed``
+    the share of crop parcels left unlabelled, ``crop_shares`` the class shares among crop parcels.
+    """
+    out = Path(out)
+    if n_tiles < 3:
+        raise ValueError("need at least 3 tiles (one per partition)")
+    writer = _Writer(out)
+    classes = list(catalog)
+    if len(classes) != 1 + len(crop_shares):
+        raise ValueError(f"catalog has {len(classes)} classes, expected non-crop + {len(crop_shares)} crops")
+    probs = np.array([background, *((1 - background) * np.asarray(crop_shares) / np.sum(crop_shares))])
+    master = np.random.default_rng([seed, 2])  # ids and partitions: their own stream, independent of the scenes
+    ids = np.sort(master.choice(np.arange(1, 8000), size=n_tiles, replace=False))
+    n_train = int(round(fractions[0] * n_tiles))
+    n_val = max(1, int(round(fractions[1] * n_tiles)))
+    n_train = min(n_train, n_tiles - n_val - 1)
+    part = np.full(n_tiles, 2)
+    order = master.permutation(n_tiles)
+    part[order[:n_train]] = 0
+    part[order[n_train : n_train + n_val]] = 1
+
+    rows = ["id,partition"] + [f"{i},{p}" for i, p in zip(ids.tolist(), part.tolist(), strict=True)]
+    writer.write(out / PARTITION_CSV, ("\n".join(rows) + "\n").encode())
+
+    for k, tile in enumerate(ids.tolist()):
+        rng = np.random.default_rng([seed, 1, k])
+        doy_o = irregular_dates(rng, season[0], season[1], *s2_dates)
+        doy_r = irregular_dates(rng, season[0], season[1], *s1_dates)
+        scene = make_scene(rng, classes, probs, doy_o, doy_r, size, void_label=0, void_prob=0.5, cloud_prob=cloud_prob)
+        label = scene.label.copy()
+        crop_parcels = np.unique(scene.parcels[label > 0])
+        hidden = crop_parcels[rng.random(len(crop_parcels)) < unsurveyed]
+        label[np.isin(scene.parcels, hidden)] = 0
+
+        s2 = np.clip(scene.optical.astype(np.int32), 0, 65535).astype(np.uint16)  # [T, 10, H, W]
+        vv, vh = scene.radar[:, 0], scene.radar[:, 1]
+        denom = np.where(np.abs(vv) < 0.1, np.where(vv < 0, -0.1, 0.1), vv)  # keep the quotient finite
+        s1 = np.stack([vv, vh, vh / denom], axis=1).astype(np.float32)  # [T, 3, H, W]
+        pick = np.unique(np.linspace(0, len(doy_o) - 1, 3).round().astype(int))
+        h2 = size // 2
+        planet = s2[pick][:, [0, 1, 2, 6]].astype(np.float32)
+        planet = planet[:, :, : 2 * h2, : 2 * h2].reshape(len(pick), 4, h2, 2, h2, 2).mean((3, 5))
+        planet = planet.round().astype(np.uint16)
+
+        arrays = {"s1": _time_last_reversed(s1), "s2": _time_last_reversed(s2), "planet": _time_last_reversed(planet)}
+        writer.write(image_path(out, tile), npz_bytes(arrays))
+        writer.write(truth_path(out, tile), npz_bytes({"truth": label.astype(np.uint8)}, compress=True))
+        writer.json(dates_path(out, "s1", tile), {"dates": _iso(doy_r[::-1])})
+        writer.json(dates_path(out, "s2", tile), {"dates": _iso(doy_o[::-1])})
+        writer.json(dates_path(out, "planet", tile), {"dates": _iso(doy_o[pick][::-1])})
+    return dict(sorted(writer.manifest.items()))
+
+
+__all__ = ["COUNTRY", "write_south_sudan", "npz_bytes"]
