@@ -1,4 +1,7 @@
-"""Nearest-timestamp alignment of one series onto another's dates (S4's radar/optical pairing)."""
+"""SITS helpers shared by tasks and entries: nearest-timestamp alignment (S4's radar/optical pairing).
+
+It lives in the harness package because entries (which may not import tasks) need it too.
+"""
 
 from __future__ import annotations
 
@@ -36,3 +39,20 @@ def align_batch(series: torch.Tensor, src_dates: torch.Tensor, src_mask: torch.T
     idx = d.argmin(-1)  # [B, T_r]
     gather = idx.view(*idx.shape, *([1] * (series.ndim - 2))).expand(-1, -1, *series.shape[2:])
     return torch.gather(series, 1, gather)
+
+
+def align_modalities(batch: dict, a: str = "radar", b: str = "optical") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """S4's pre-processing on a padded batch: per sample, the modality with fewer valid dates keeps
+    its dates and the other is resampled onto them by nearest date.
+
+    Returns ``x_a [B, T, C_a, H, W]``, ``x_b [B, T, C_b, H, W]`` and the common ``mask [B, T]``.
+    """
+    na, nb = batch[f"{a}_mask"].sum(1), batch[f"{b}_mask"].sum(1)
+    use_b = nb <= na  # the shorter series is the reference
+    t = int(torch.minimum(na, nb).max())
+    ref_dates = torch.where(use_b[:, None], batch[f"{b}_dates"][:, :t], batch[f"{a}_dates"][:, :t])
+    ref_mask = torch.where(use_b[:, None], batch[f"{b}_mask"][:, :t], batch[f"{a}_mask"][:, :t])
+    xa = align_batch(batch[a], batch[f"{a}_dates"], batch[f"{a}_mask"], ref_dates)
+    xb = align_batch(batch[b], batch[f"{b}_dates"], batch[f"{b}_mask"], ref_dates)
+    zero = ~ref_mask[:, :, None, None, None]
+    return xa.masked_fill(zero, 0), xb.masked_fill(zero, 0), ref_mask

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmark.collate import sits_collate
-from tasks.sits.align import align_batch, align_series, nearest_date_indices
+from benchmark.sits import align_batch, align_series, nearest_date_indices
 from tasks.sits.splits import check_disjoint, label_subset
 from tasks.sits.subsample import even_indices, subsample_sample
 
@@ -57,3 +57,22 @@ def test_label_subsets_are_nested_and_seeded() -> None:
         label_subset(ids, 0.0, 0)
     with pytest.raises(ValueError, match="overlap"):
         check_disjoint({"train": ["1", "2"], "test": ["2"]})
+
+
+def test_align_modalities_uses_the_shorter_series_per_sample() -> None:
+    from benchmark.sits import align_modalities
+
+    radar = torch.arange(4.0).view(1, 4, 1, 1, 1).repeat(2, 1, 1, 1, 1)
+    optical = 10 + torch.arange(3.0).view(1, 3, 1, 1, 1).repeat(2, 1, 1, 1, 1)
+    batch = {
+        "radar": radar, "radar_dates": torch.tensor([[0.0, 10, 20, 30], [0.0, 10, 0, 0]]),
+        "radar_mask": torch.tensor([[True] * 4, [True, True, False, False]]),
+        "optical": optical, "optical_dates": torch.tensor([[1.0, 19, 29], [2.0, 8, 30]]),
+        "optical_mask": torch.tensor([[True] * 3, [True] * 3]),
+    }
+    xr, xo, mask = align_modalities(batch)
+    # sample 0: optical (3 dates) is the reference; radar resampled to its dates
+    assert xr[0, :, 0, 0, 0].tolist() == [0.0, 2.0, 3.0] and xo[0, :, 0, 0, 0].tolist() == [10.0, 11.0, 12.0]
+    # sample 1: radar (2 valid dates) is the reference; optical picks the nearest of 2, 8, 30
+    assert mask[1].tolist() == [True, True, False] and xr[1, :2, 0, 0, 0].tolist() == [0.0, 1.0]
+    assert xo[1, :2, 0, 0, 0].tolist() == [10.0, 11.0] and xo[1, 2].abs().sum() == 0
