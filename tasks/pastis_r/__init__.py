@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmark.contracts import BootstrapSpec, MetricSpec, TaskSpec
+from benchmark.contracts import BootstrapSpec, Cell, MetricSpec, TableSpec, TaskSpec
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
 
@@ -24,12 +24,20 @@ ZENODO_URL = "https://zenodo.org/records/5735646/files/PASTIS-R.zip?download=1"
 ZENODO_MD5 = "4887513d6c2d2b07fa935d325bd53e09"
 FOLDS = {"train": TRAIN_FOLDS, "val": (4,), "test": (5,)}
 
+# S4 Fig. 6a: "different location" pre-training on South Sudan imagery, same number of series.
+DL_CELLS = tuple(
+    Cell(f"{m}-{f}-dl", {"modality": m, "label_fraction": f / 100, "pretrain_source": "africa_crop_type"},
+         shared={"pretrain": "pretrain-africa_crop_type"})
+    for f in (100, 10) for m in ("radar", "optical")
+)
+MAIN_CELLS = ("radar-100", "optical-100", "radar-10", "optical-10")
+
 SPEC = TaskSpec(
     name="pastis_r",
     version="1",
     family="segmentation",
     description="PASTIS-R crop-type segmentation from S1 radar or S2 RGB series, 100 % / 10 % labels (mIoU)",
-    cells=standard_cells(),
+    cells=standard_cells(DL_CELLS),
     metric=MetricSpec(name="miou", num_classes=19, ignore_index=VOID, class_names=CLASS_NAMES, averaging="macro",
                       absent_class_policy="exclude"),
     bootstrap=BootstrapSpec(unit="patch", method="percentile", resamples=1000, level=0.95, seed=0),
@@ -38,7 +46,13 @@ SPEC = TaskSpec(
         f"synthetic-{GENERATOR_VERSION}-seed0.json": "c7f1d9079d8f5f280d8830575c388abf36f01321280d67c6ef84cc711046d53e",
     },
     paper="Shenoy et al., S4: Self-Supervised Sensing Across the Spectrum (2024), Table 1",
-    tables={"main": "Table 1 (PASTIS-R)"},
+    tables={
+        "main": TableSpec("Table 1 (PASTIS-R)", cells=MAIN_CELLS),
+        "ablation_5a": TableSpec("Fig. 5a: loss ablation", cells=("optical-100", "radar-100"), entries=("s4_contrastive", "s4_reconstruction", "s4")),
+        "ablation_5b": TableSpec("Fig. 5b: modality ablation", cells=("optical-100", "radar-100"), entries=("s4_single_modal", "s4")),
+        "ablation_6a": TableSpec("Fig. 6a: geographic ablation (SL = same location, DL = South Sudan pre-training)",
+                                 cells=(*MAIN_CELLS, *(c.name for c in DL_CELLS)), entries=("s4",)),
+    },
 )
 
 

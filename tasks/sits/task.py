@@ -48,8 +48,10 @@ class SITSData:
     identity: DataIdentity
     split_ids: dict[str, list[str]]
     subset_seed: int
+    base: Path | None = None  # the data root it was resolved from (other tasks' data live there too)
     reader_kwargs: dict[str, Any] = field(default_factory=dict)
     readers: dict[str, Any] = field(default_factory=dict)  # split -> dataset (cached: read files once)
+    others: dict[str, Any] = field(default_factory=dict)  # other tasks' (task, data) for cross-region pre-training
 
 
 class _View(torch.utils.data.Dataset):
@@ -142,7 +144,7 @@ class SITSTask(ABC):
             manifest = root / "MANIFEST.json"
             identity = DataIdentity(kind="synthetic", root=str(root), checksum=file_sha256(manifest),
                                     generator_version=self.synthetic_version, seed=self.synthetic_seed)
-        data = SITSData(root=root, identity=identity, split_ids=self.split_ids(root), subset_seed=self.subset_seed)
+        data = SITSData(root=root, identity=identity, split_ids=self.split_ids(root), subset_seed=self.subset_seed, base=base)
         self.check_split_files()
         self.check_materialized(data)
         return data, identity
@@ -166,8 +168,23 @@ class SITSTask(ABC):
         return label_subset(data.split_ids["train"], fraction, data.subset_seed)
 
     def unlabeled(self, data: SITSData, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
-        """Both modalities of every training patch, labels withheld (the S4 pre-training view)."""
-        return _View(self._reader(data, "train"), None, with_label=False, length=self.temporal_length.get(ctx.profile))
+        """Both modalities of every training patch, labels withheld (the S4 pre-training view).
+
+        With ``pretrain_source`` in the cell (the S4 geographic ablation, Fig. 6a), the view is
+        another task's training imagery instead, cut to the same number of series as ours.
+        """
+        length = self.temporal_length.get(ctx.profile)
+        source = cell.params.get("pretrain_source")
+        if not source or source == self.spec.name:
+            return _View(self._reader(data, "train"), None, with_label=False, length=length)
+        if source not in data.others:
+            from benchmark.registry import load_task
+
+            other = load_task(source)
+            data.others[source] = (other, other.resolve_data(data.base, ctx.profile)[0])
+        other, other_data = data.others[source]
+        ids = sorted(other_data.split_ids["train"])[: len(data.split_ids["train"])]
+        return _View(other._reader(other_data, "train"), ids, with_label=False, length=length)
 
     def labeled(self, data: SITSData, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         ids = self.train_ids(data, float(cell.params["label_fraction"])) if split == "train" else None
