@@ -36,8 +36,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"base": 2, "proj_dim": 16, "n_positions": 128, "tau": 0.5, "lambda_rec": 1.0,
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"base": 4, "proj_dim": 32, "n_positions": 1024, "tau": 0.5, "lambda_rec": 1.0,
-             "pretrain_steps": 150, "finetune_steps": 150, "batch_size": 4, "lr": 2e-3, "warmup_steps": 10,
-             "weight_decay": 1e-4, "eval_batch_size": 8},
+             "pretrain_steps": 120, "finetune_epochs": 8, "finetune_min_steps": 50, "batch_size": 4, "lr": 3e-3,
+             "warmup_steps": 10, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"base": 16, "proj_dim": 128, "n_positions": 4096, "tau": 0.5, "lambda_rec": 1.0,
               "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 500,
               "weight_decay": 1e-4, "eval_batch_size": 4},
@@ -121,10 +121,12 @@ class S4Entry:
         self.backbone = UNet3D(self.channels, int(ctx.hparams["base"])).to(ctx.device)
 
     def _steps(self, ctx: RunContext, stage: str, n: int) -> RunContext:
-        """Profiles may give epochs (the paper's unit); the fit loop counts steps."""
+        """Profiles may give epochs (the paper's unit; at least ``<stage>_min_steps`` so a 10 % label
+        set still gets a useful number of updates); the fit loop counts steps."""
         hp = dict(ctx.hparams)
         if f"{stage}_steps" not in hp and f"{stage}_epochs" in hp:
-            hp[f"{stage}_steps"] = int(hp[f"{stage}_epochs"]) * max(1, n // int(hp["batch_size"]))
+            per_epoch = max(1, -(-n // int(hp["batch_size"])))
+            hp[f"{stage}_steps"] = max(int(hp.get(f"{stage}_min_steps", 1)), int(hp[f"{stage}_epochs"]) * per_epoch)
         return dataclasses.replace(ctx, hparams=hp)
 
     def pretrain(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> None:

@@ -90,7 +90,7 @@ class SITSTask(ABC):
     synthetic_seed: ClassVar[int] = 0
     subset_seed: ClassVar[int] = 0
     # dates kept per modality (evenly spaced) by profile; None keeps the whole series
-    temporal_length: ClassVar[dict[str, int | None]] = {"smoke": 6, "mini": 12, "paper": None}
+    temporal_length: ClassVar[dict[str, int | None]] = {"smoke": 6, "mini": 8, "paper": None}
     channels: ClassVar[dict[str, int]]
 
     # -- what a concrete task provides
