@@ -37,22 +37,37 @@ def sits_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _pad_hw(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Pad the last two dims to ``h × w``: NaN for floating tensors (not observed), 0 otherwise."""
+    ph, pw = h - x.shape[-2], w - x.shape[-1]
+    if ph == 0 and pw == 0:
+        return x
+    fill = float("nan") if x.is_floating_point() else 0
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), value=fill)
+
+
 def window_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch multi-source windows: per source key, stacked fields; absent sources are NaN, avail False."""
+    """Batch multi-source windows: per source key, fields stacked with H and W NaN-padded to the
+    largest of the batch; a source absent from a sample is all NaN with ``avail`` False."""
     keys = sorted({k for it in items for k in it["sources"]})
     sources: dict[str, dict[str, torch.Tensor]] = {}
     for key in keys:
-        ref = next(it["sources"][key] for it in items if key in it["sources"])
+        present = [it["sources"][key] for it in items if key in it["sources"]]
+        ref = present[0]
+        spatial = [f for f, v in ref.items() if v.ndim >= 2]
+        h = max(s[f].shape[-2] for s in present for f in spatial) if spatial else 0
+        w = max(s[f].shape[-1] for s in present for f in spatial) if spatial else 0
         fields: dict[str, list[torch.Tensor]] = {f: [] for f in ref}
         for it in items:
             src = it["sources"].get(key)
             for f, v in ref.items():
                 if src is not None:
-                    fields[f].append(src[f])
+                    value = src[f]
                 elif f == "avail":
-                    fields[f].append(torch.tensor(False))
+                    value = torch.tensor(False)
                 else:
-                    fields[f].append(torch.full_like(v, float("nan")) if v.is_floating_point() else torch.zeros_like(v))
+                    value = torch.full_like(v, float("nan")) if v.is_floating_point() else torch.zeros_like(v)
+                fields[f].append(_pad_hw(value, h, w) if f in spatial else value)
         sources[key] = {f: torch.stack(v) for f, v in fields.items()}
     out: dict[str, Any] = {"sources": sources}
     for key in items[0]:

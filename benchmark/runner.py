@@ -154,7 +154,10 @@ def _run_job(task, data, identity, cell, entry_name, cls, profile, seed, device,
         log.info("skip %s/%s/%s seed %d (done)", spec.name, entry_name, cell.name, seed)
         return JobSummary(key, "skipped", path, "already done")
     info = dict(task.info(data, cell)) if hasattr(task, "info") else {}
-    ctx = RunContext(device=device, seed=seed, profile=profile, hparams=hparams, checkpoint_dir=store.work_dir(key),
+    # Shared stages (one pre-training for several cells) live under a hash of what determines them,
+    # so a changed profile or dataset never resumes from a stale checkpoint.
+    work_key = config_hash({"entry": cls.metadata.to_dict(), "hparams": hparams, "data": identity, "task": [spec.name, spec.version]})
+    ctx = RunContext(device=device, seed=seed, profile=profile, hparams=hparams, checkpoint_dir=store.work_dir(key) / work_key,
                      cell=dict(cell.params), task_info=info, collate=getattr(task, "collate", None), show_progress=show_progress)
     record: dict[str, Any] = {
         "schema": 1,

@@ -230,3 +230,21 @@ def test_plan_jobs_takes_the_union_of_tables() -> None:
         plan_jobs(spec, ["a"], None, ["nope"])
     with pytest.raises(ValueError, match="unknown cell"):
         dataclasses.replace(spec, tables={"x": TableSpec("X", cells=("zzz",))}).table_specs()
+
+
+def test_window_collate_pads_sources_of_different_sizes() -> None:
+    import torch
+
+    from benchmark.collate import window_collate
+
+    def src(h: int, w: int) -> dict:
+        return {"values": torch.ones(2, h, w), "landmask": torch.zeros(h, w), "dt": torch.tensor(1.0), "avail": torch.tensor(True)}
+
+    batch = window_collate([
+        {"sources": {"a": src(3, 4), "b": src(2, 2)}, "target": "a", "id": "x"},
+        {"sources": {"a": src(5, 2)}, "target": "a", "id": "y"},
+    ])
+    a, b = batch["sources"]["a"], batch["sources"]["b"]
+    assert a["values"].shape == (2, 2, 5, 4) and torch.isnan(a["values"][0, :, 3:]).all() and torch.isnan(a["values"][1, :, :, 2:]).all()
+    assert b["avail"].tolist() == [True, False] and torch.isnan(b["values"][1]).all()
+    assert batch["target"] == ["a", "a"] and batch["id"] == ["x", "y"]
