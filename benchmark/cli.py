@@ -20,6 +20,7 @@ DATA_COMMANDS = {
     "download": "download a task's real dataset (resumable, checksum-verified)",
     "prepare": "turn a task's raw files into the prepared layout it reads",
     "make-data": "generate a task's embedded synthetic dataset",
+    "plot": "draw a task's figure from stored results (tc_primed: the paper's Figure 1)",
 }
 
 

@@ -264,3 +264,14 @@ class TcPrimedTask:
         from .cli import run_make_data
 
         return run_make_data(self, args)
+
+    # -- CLI: plot (a figure like the paper's Figure 1)
+    def add_plot_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from .plot import add_plot_arguments
+
+        add_plot_arguments(parser)
+
+    def plot(self, args: argparse.Namespace) -> int:
+        from .plot import run_plot
+
+        return run_plot(self, args)
