@@ -40,6 +40,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cell", action="append", default=None, help="only this cell (repeatable)")
     p.add_argument("--table", action="append", default=None, dest="tables", help="only the cells of this table (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; use 1 on a CPU shared with other jobs, where OpenMP threads thrash)")
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -116,6 +118,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.data_root is not None and not args.data_root.exists():
         raise BenchmarkError(f"--data-root {args.data_root} does not exist")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchmarkError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)  # recorded in every record's environment.torch_threads
     summaries = runner.run(args.task, args.entry, profile=args.profile, seeds=args.seed or [0], data_root=args.data_root,
                            device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell,
                            tables=args.tables, show_progress=not args.no_progress)
