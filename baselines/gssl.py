@@ -9,12 +9,12 @@ coordinates, and a classifier (ReLU → Linear) on the query's projection predic
 
 Coordinates. A sample may carry ``coords`` (any fixed-length float vector, e.g. the footprint
 centroid in the dataset's CRS); then the classes are K-means clusters of the coordinates, as in
-the paper. The SITS tasks do not supply coordinates yet, so the documented fallback is K-means on
-the numeric patch id (non-numeric ids: on their rank), i.e. classes are runs of neighbouring ids.
-On the embedded PASTIS-R data ids are laid out row by row over the footprint grid, so runs of ids
-are horizontal strips of the map; on real data without coordinates they carry no geography and
-the pretext degenerates to predicting an arbitrary group of patches. The choice is logged and
-kept on the module (``geo_source``).
+the paper. PASTIS-R samples carry their footprint centroid (Lambert-93 metres, from
+``metadata.geojson``), so there the classes are real places. The South Sudan tiles as released
+carry no coordinates; the documented fallback is K-means on the numeric tile id (non-numeric
+ids: on their rank), i.e. classes are runs of neighbouring ids, which carry no geography and
+reduce the pretext to predicting an arbitrary group of tiles. The choice is logged and kept on
+the module (``geo_source``).
 
 Both modalities share the trunk (modality stems), the geo classifier and the class table; each
 has its own queue. Fine-tuning is the SeCo/CaCo one (``baselines.seco.ContrastiveBaseline``).

@@ -19,7 +19,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.contracts import EntryMetadata, RunContext
-from benchmark.training import FitConfig, autocast_context, fit_in_context, move_to_device
+from benchmark.training import (
+    FitConfig,
+    autocast_context,
+    fit_in_context,
+    move_to_device,
+    segmentation_loss,
+)
 
 MODALITIES = ("radar", "optical")
 
@@ -289,11 +295,10 @@ class SegmentationBaseline:
         info = ctx.task_info
         torch.manual_seed(ctx.seed + 1)  # the fresh decoder/head start identically in every cell
         self.segmenter = self.build_segmenter(int(info["num_classes"]), modality, ctx.hparams).to(ctx.device)
-        ignore = int(info["ignore_index"])
 
         def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
             logits = model(batch[modality], batch[f"{modality}_mask"], batch[f"{modality}_dates"], modality)
-            return F.cross_entropy(logits.float(), batch["label"], ignore_index=ignore)
+            return segmentation_loss(logits, batch["label"], info)
 
         fit_in_context(epoch_steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
                        collate_fn=ctx.collate, desc=f"finetune {self.metadata.name} {modality}")

@@ -230,6 +230,15 @@ def autocast_context(device: torch.device | str, enabled: bool = True) -> contex
 
 
 # --------------------------------------------------------------------------- optimizer / schedule
+def segmentation_loss(logits: Tensor, labels: Tensor, task_info: Mapping[str, Any]) -> Tensor:
+    """Cross-entropy of ``logits [B, K, H, W]`` in float32 with the task's ignore index and its
+    per-class weights (``task_info["class_weights"]``, None for uniform): the shared fine-tuning
+    loss, so entries differ in their networks and pre-training, not in their loss."""
+    weights = task_info.get("class_weights")
+    weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
+    return nn.functional.cross_entropy(logits.float(), labels, weight=weight, ignore_index=int(task_info["ignore_index"]))
+
+
 def default_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
     """AdamW with decoupled weight decay on weight matrices/kernels only (ndim >= 2).
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from baselines.caco import CaCoPretrainer, caco_negatives, judge_change, season_windows
-from baselines.gssl import geo_classes
+from baselines.gssl import geo_classes, scan_locations
 from baselines.mmf import reconstruction_target
 from baselines.satmae import TemporalMAE, position_code, random_masking, temporal_code
 from baselines.seco import PROFILES as SECO_PROFILES
@@ -27,6 +27,8 @@ from baselines.temporal_backbone import ConvLSTM, DateEncoder, TemporalSegmenter
 from benchmark import runner
 from benchmark.check_entry import check_entry
 from benchmark.collate import sits_collate
+from benchmark.contracts import RunContext
+from benchmark.registry import load_task
 
 
 @pytest.fixture(autouse=True)
@@ -284,3 +286,16 @@ def test_baseline_on_embedded_pastis_r_at_smoke(name: str, cell: str, pastis_roo
     assert rec["status"] == "ok", rec.get("error")
     assert 0 <= rec["metrics"]["miou"]["estimate"] <= 1
     assert rec["extra"]["fit_log"]["pretrain"]["steps"] == 3 and rec["extra"]["fit_log"]["finetune"]["steps"] == 4
+
+
+def test_gssl_geo_classes_use_pastis_footprints(pastis_root: Path) -> None:
+    task = load_task("pastis_r")
+    data, _ = task.resolve_data(pastis_root, "smoke")
+    cell = next(c for c in task.spec.cells if c.name == "radar-10")
+    ctx = RunContext(device=torch.device("cpu"), seed=0, profile="smoke", hparams={}, checkpoint_dir=pastis_root)
+    view = task.unlabeled(data, cell, ctx)
+    ids, coords = scan_locations(view)
+    assert coords is not None and coords.shape == (len(ids), 2)
+    assert 6e5 <= coords[:, 0].min() and coords[:, 1].min() >= 6.4e6  # Lambert-93 metres of the embedded footprints
+    classes, source = geo_classes(ids, coords, 4, seed=0)
+    assert source == "coords" and len(set(classes.values())) == 4

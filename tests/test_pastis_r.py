@@ -20,7 +20,7 @@ from benchmark.cli import main
 from benchmark.contracts import RunContext
 from benchmark.errors import DataError
 from tasks.pastis_r import PastisRTask
-from tasks.pastis_r.dataset import PastisRDataset, parse_dates
+from tasks.pastis_r.dataset import PastisRDataset, footprint_centroid, parse_dates
 from tasks.pastis_r.synthetic import generate
 from tasks.sits.splits import file_sha256
 
@@ -142,6 +142,30 @@ def test_bad_metadata_is_named(copy: Path) -> None:
     path.unlink()
     with pytest.raises(DataError, match="metadata missing"):
         PastisRDataset(copy, [1])
+
+
+def test_footprint_centroids_become_sample_coords(copy: Path) -> None:
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
+    assert footprint_centroid(square, copy) == pytest.approx((5.0, 5.0))
+    l_shape = {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2], [0, 0]]]}
+    assert footprint_centroid(l_shape, copy) == pytest.approx((5 / 6, 5 / 6))  # not the vertex mean
+    multi = {"type": "MultiPolygon", "coordinates": [square["coordinates"], [[[20, 0], [30, 0], [30, 10], [20, 10], [20, 0]]]]}
+    assert footprint_centroid(multi, copy) == pytest.approx((15.0, 5.0))
+    assert footprint_centroid(None, copy) is None
+    ds = PastisRDataset(copy, [1, 2, 3])
+    ring = json.loads((copy / "metadata.geojson").read_text())["features"][0]["geometry"]["coordinates"][0]
+    assert ds[0]["coords"].dtype == torch.float32
+    assert ds[0]["coords"].tolist() == pytest.approx([(ring[0][0] + ring[1][0]) / 2, (ring[0][1] + ring[2][1]) / 2])
+    path = copy / "metadata.geojson"
+    doc = json.loads(path.read_text())
+    doc["features"][0]["geometry"] = {"type": "Point", "coordinates": [1, 2]}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="metadata.geojson: patch footprint geometry must be a Polygon"):
+        PastisRDataset(copy, [1])
+    for f in doc["features"]:
+        f.pop("geometry")
+    path.write_text(json.dumps(doc))
+    assert "coords" not in PastisRDataset(copy, [1, 2, 3])[0]  # geometry is optional
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:

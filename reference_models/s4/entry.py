@@ -20,11 +20,10 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from benchmark.contracts import EntryMetadata, RunContext
 from benchmark.sits import align_modalities
-from benchmark.training import autocast_context, fit_in_context, move_to_device
+from benchmark.training import autocast_context, fit_in_context, move_to_device, segmentation_loss
 
 from .losses import masked_l1, space_time_infonce
 from .unet3d import ProjectionHead, Segmenter, UNet3D
@@ -143,11 +142,9 @@ class S4Entry:
             self._build(ctx)
         info = ctx.task_info
         self.segmenter = Segmenter(self.backbone, int(info["num_classes"])).to(ctx.device)
-        ignore = int(info["ignore_index"])
 
         def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-            logits = model(batch[modality], batch[f"{modality}_mask"], modality)
-            return F.cross_entropy(logits.float(), batch["label"], ignore_index=ignore)
+            return segmentation_loss(model(batch[modality], batch[f"{modality}_mask"], modality), batch["label"], info)
 
         fit_in_context(self._steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
                        collate_fn=ctx.collate, desc=f"finetune {self.metadata.name} {modality}")

@@ -12,6 +12,9 @@ md5 ``4887513d6c2d2b07fa935d325bd53e09``, CC-BY-4.0):
   1–18 crop types, 19 void (parcels mostly outside the patch).
 * ``metadata.geojson``: one feature per patch with ``ID_PATCH``, ``Fold`` and ``dates-S2``,
   ``dates-S1A``, ``dates-S1D`` ({"0": 20180924, ...}, as a dict or as a JSON string).
+  Each feature's geometry is the patch footprint (Polygon, Lambert-93 / EPSG:2154 metres); its
+  centroid is given to samples as ``coords`` (float32 [2], x/y) so location-aware methods
+  (GSSL's geo pretext) can cluster real places.
 * ``NORM_{S2,S1A,S1D}_patch.json``: {"Fold_k": {"mean": [C], "std": [C]}} per fold.
 
 Protocol (DESIGN.md §6): folds 1–3 train, 4 val, 5 test; radar = S1A by default (S1D
@@ -80,6 +83,40 @@ def parse_dates(value: Any, where: str) -> list[int] | None:
     return days
 
 
+CENTROID_KEY = "_centroid"  # added to each feature's properties by read_metadata (None without geometry)
+
+
+def _ring_centroid(ring: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """Signed area and area-weighted centroid (shoelace) of a closed or open linear ring."""
+    pts = np.asarray(ring, dtype=np.float64)[:, :2]
+    x, y = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    cross = x * y1 - x1 * y
+    area = cross.sum() / 2
+    if abs(area) < 1e-12:  # degenerate ring: the mean of its distinct vertices
+        return 0.0, float(x.mean()), float(y.mean())
+    return float(area), float(((x + x1) * cross).sum() / (6 * area)), float(((y + y1) * cross).sum() / (6 * area))
+
+
+def footprint_centroid(geometry: Any, where: Path) -> tuple[float, float] | None:
+    """Centroid of a GeoJSON Polygon / MultiPolygon footprint (exterior rings, area-weighted);
+    None when the feature has no geometry. Other geometry types are a data error."""
+    if geometry is None:
+        return None
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Polygon":
+        rings = [coords[0]]
+    elif kind == "MultiPolygon":
+        rings = [poly[0] for poly in coords]
+    else:
+        raise DataError(f"{where}: patch footprint geometry must be a Polygon or MultiPolygon, got {kind!r}")
+    parts = [_ring_centroid(r) for r in rings]
+    total = sum(abs(a) for a, _, _ in parts)
+    if total == 0:
+        return parts[0][1], parts[0][2]
+    return (sum(abs(a) * cx for a, cx, _ in parts) / total, sum(abs(a) * cy for a, _, cy in parts) / total)
+
+
 def read_metadata(root: Path) -> list[dict[str, Any]]:
     """Features' properties of ``metadata.geojson`` (clear errors for a missing or broken file)."""
     path = root / "metadata.geojson"
@@ -87,7 +124,7 @@ def read_metadata(root: Path) -> list[dict[str, Any]]:
         raise DataError(f"PASTIS-R metadata missing: {path}")
     try:
         doc = json.loads(path.read_text())
-        props = [f["properties"] for f in doc["features"]]
+        props = [{**f["properties"], CENTROID_KEY: footprint_centroid(f.get("geometry"), path)} for f in doc["features"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a GeoJSON FeatureCollection with feature properties ({exc})") from None
     for p in props:
@@ -250,6 +287,8 @@ class PastisRDataset(torch.utils.data.Dataset):
         if label.min() < 0 or label.max() >= NUM_LABELS:
             raise DataError(f"{target_path}: label values must be in 0..{NUM_LABELS - 1}, found {int(label.min())}..{int(label.max())}")
         sample: dict[str, Any] = {"id": pid, "label": label}
+        if props.get(CENTROID_KEY) is not None:
+            sample["coords"] = torch.tensor(props[CENTROID_KEY], dtype=torch.float32)
         for key, sat in (("optical", "S2"), ("radar", self.radar)):
             arr = self._array(sat, pid)
             if arr.shape[2:] != label.shape:

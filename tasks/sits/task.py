@@ -92,6 +92,9 @@ class SITSTask(ABC):
     # dates kept per modality (evenly spaced) by profile; None keeps the whole series
     temporal_length: ClassVar[dict[str, int | None]] = {"smoke": 6, "mini": 8, "paper": None}
     channels: ClassVar[dict[str, int]]
+    # per-class loss weights of the reference training recipe (None: uniform); passed to entries as
+    # ``task_info["class_weights"]`` so every fine-tuned network uses the same loss
+    class_weights: ClassVar[tuple[float, ...] | None] = None
 
     # -- what a concrete task provides
     @abstractmethod
@@ -157,7 +160,8 @@ class SITSTask(ABC):
     def info(self, data: SITSData, cell: Cell) -> dict[str, Any]:
         m = self.spec.metric
         return {"num_classes": m.num_classes, "ignore_index": m.ignore_index, "class_names": list(m.class_names),
-                "channels": dict(self.channels), "dataset": self.spec.name}
+                "channels": dict(self.channels), "dataset": self.spec.name,
+                "class_weights": None if self.class_weights is None else list(self.class_weights)}
 
     def _reader(self, data: SITSData, split: str) -> Any:
         if split not in data.readers:
