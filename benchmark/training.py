@@ -236,7 +236,10 @@ def segmentation_loss(logits: Tensor, labels: Tensor, task_info: Mapping[str, An
     loss, so entries differ in their networks and pre-training, not in their loss."""
     weights = task_info.get("class_weights")
     weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
-    return nn.functional.cross_entropy(logits.float(), labels, weight=weight, ignore_index=int(task_info["ignore_index"]))
+    ignore = int(task_info["ignore_index"])
+    if not bool((labels != ignore).any()):  # no labelled pixel in the batch: a zero loss, not NaN
+        return logits.float().sum() * 0.0
+    return nn.functional.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore)
 
 
 def default_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:

@@ -319,6 +319,14 @@ def test_task_through_harness_interface(harness):
     assert set(batch["label"].unique().tolist()) <= {0, 1, 2, 3, 4}
     info = task.info(data, cell10)
     assert info["channels"] == {"radar": 3, "optical": 3} and info["class_names"][0] == "sorghum"
+    assert info["class_weights"] == [0.28, 0.89, 0.90, 0.93]  # Rustowicz et al.'s 1 − class frequency
+    # mini: training and pre-training views are random 32 × 32 crops; evaluation sees whole tiles
+    mini = _ctx("mini")
+    torch.manual_seed(0)
+    crop = task.labeled(data, "train", cell10, mini)[0]
+    assert crop["optical"].shape[-2:] == (32, 32) and crop["label"].shape == (32, 32) and (crop["label"] != 4).any()
+    assert task.unlabeled(data, cell10, mini)[0]["radar"].shape[-2:] == (32, 32)
+    assert task.labeled(data, "test", cell10, mini)[0]["label"].shape == (64, 64)
     again, _ = task.resolve_data(root, "smoke")  # reuses the generated data
     assert again.root == data.root
 

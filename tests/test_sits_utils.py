@@ -76,3 +76,28 @@ def test_align_modalities_uses_the_shorter_series_per_sample() -> None:
     # sample 1: radar (2 valid dates) is the reference; optical picks the nearest of 2, 8, 30
     assert mask[1].tolist() == [True, True, False] and xr[1, :2, 0, 0, 0].tolist() == [0.0, 1.0]
     assert xo[1, :2, 0, 0, 0].tolist() == [10.0, 11.0] and xo[1, 2].abs().sum() == 0
+
+
+def test_random_crop_is_aligned_and_keeps_a_label() -> None:
+    from tasks.sits.task import random_crop
+
+    h = w = 16
+    label = torch.full((h, w), -1)
+    label[13, 2] = 3  # the only labelled pixel
+    base = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)
+    sample = {"radar": base.expand(4, 2, h, w).clone(), "optical": base.expand(3, 3, h, w).clone(),
+              "radar_dates": torch.arange(4.0), "optical_dates": torch.arange(3.0), "label": label, "id": "7"}
+    g = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(50):
+        out = random_crop(sample, 8, ignore_index=-1, generator=g)
+        assert out["radar"].shape == (4, 2, 8, 8) and out["optical"].shape == (3, 3, 8, 8) and out["label"].shape == (8, 8)
+        assert (out["label"] == 3).sum() == 1  # every window holds the labelled pixel
+        y, x = divmod(int(out["radar"][0, 0, 0, 0]), w)
+        assert torch.equal(out["optical"][0, 0], base[0, 0, y:y + 8, x:x + 8])  # same window in every field
+        assert torch.equal(out["radar_dates"], sample["radar_dates"]) and out["id"] == "7"
+        corners.add((y, x))
+    assert len(corners) > 5 and all(6 <= y <= 8 and x <= 2 for y, x in corners)
+    unlabeled = {k: v for k, v in sample.items() if k != "label"}
+    assert random_crop(unlabeled, 8, -1, g)["radar"].shape[-2:] == (8, 8)
+    assert random_crop(sample, 32, -1, g) is sample  # smaller than the crop: unchanged

@@ -292,3 +292,18 @@ def test_fit_in_context_reads_stage_hparams_and_records(tmp_path: Path) -> None:
     assert result.steps_done == 3 and result.samples_seen == 12
     assert (tmp_path / "pretrain" / CHECKPOINT_NAME).exists()
     assert ctx.fit_log["pretrain"]["steps"] == 3
+
+
+def test_segmentation_loss_weights_ignore_and_empty_batches() -> None:
+    from benchmark.training import segmentation_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    labels[0, 0] = 9
+    info = {"ignore_index": 9, "class_weights": [0.2, 1.0, 3.0]}
+    expected = nn.functional.cross_entropy(logits, labels, weight=torch.tensor([0.2, 1.0, 3.0]), ignore_index=9)
+    assert torch.allclose(segmentation_loss(logits, labels, info), expected)
+    assert torch.allclose(segmentation_loss(logits, labels, {"ignore_index": 9}), nn.functional.cross_entropy(logits, labels, ignore_index=9))
+    empty = segmentation_loss(logits, torch.full_like(labels, 9), info)
+    assert empty.item() == 0.0 and empty.requires_grad  # all ignored: zero, not NaN

@@ -54,10 +54,42 @@ class SITSData:
     others: dict[str, Any] = field(default_factory=dict)  # other tasks' (task, data) for cross-region pre-training
 
 
-class _View(torch.utils.data.Dataset):
-    """A split's samples restricted to ``ids``, optionally without labels, temporally subsampled."""
+def random_crop(sample: dict[str, Any], size: int, ignore_index: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The same random ``size × size`` window of every spatial field of a SITS sample.
 
-    def __init__(self, reader: Any, ids: list[str] | None, with_label: bool, length: int | None):
+    With a label, only windows holding at least one labelled pixel are drawn (as Rustowicz et al.
+    keep only 32 × 32 grids with a label): an all-ignored crop would give an undefined loss.
+    Samples no larger than ``size`` are returned unchanged.
+    """
+    h, w = next(sample[m].shape[-2:] for m in MODALITIES if m in sample)
+    if h <= size and w <= size:
+        return sample
+    ch, cw = min(size, h), min(size, w)
+    label = sample.get("label")
+    if label is not None:
+        valid = (label != ignore_index).to(torch.int64)
+        integral = torch.nn.functional.pad(valid.cumsum(0).cumsum(1), (1, 0, 1, 0))
+        counts = integral[ch:, cw:] - integral[:-ch, cw:] - integral[ch:, :-cw] + integral[:-ch, :-cw]
+        offsets = (counts > 0).nonzero()
+        if len(offsets) == 0:  # no labelled pixel anywhere: any window (the loss ignores it)
+            offsets = torch.ones_like(counts).nonzero()
+    else:
+        offsets = torch.ones(h - ch + 1, w - cw + 1, dtype=torch.int64).nonzero()
+    y, x = offsets[int(torch.randint(len(offsets), (1,), generator=generator))].tolist()
+    out = dict(sample)
+    for key, value in sample.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[-2:] == (h, w):
+            out[key] = value[..., y:y + ch, x:x + cw]
+    return out
+
+
+class _View(torch.utils.data.Dataset):
+    """A split's samples restricted to ``ids``, optionally without labels, temporally subsampled,
+    optionally randomly cropped (training views only; the crop uses torch's global RNG, which the
+    training loop seeds and checkpoints)."""
+
+    def __init__(self, reader: Any, ids: list[str] | None, with_label: bool, length: int | None,
+                 crop: int | None = None, ignore_index: int = -1):
         self.reader = reader
         all_ids = [str(i) for i in reader.ids]
         if ids is None:
@@ -70,6 +102,7 @@ class _View(torch.utils.data.Dataset):
             self.index = [pos[i] for i in ids]
         self.with_label = with_label
         self.length = length
+        self.crop, self.ignore_index = crop, ignore_index
 
     def __len__(self) -> int:
         return len(self.index)
@@ -78,6 +111,8 @@ class _View(torch.utils.data.Dataset):
         sample = dict(self.reader[self.index[i]])
         if not self.with_label:
             sample.pop("label", None)
+        if self.crop is not None:
+            sample = random_crop(sample, self.crop, self.ignore_index)
         return subsample_sample(sample, self.length)
 
 
@@ -91,6 +126,9 @@ class SITSTask(ABC):
     subset_seed: ClassVar[int] = 0
     # dates kept per modality (evenly spaced) by profile; None keeps the whole series
     temporal_length: ClassVar[dict[str, int | None]] = {"smoke": 6, "mini": 8, "paper": None}
+    # side of the random square crop of training / pre-training samples by profile (None: whole
+    # patches); evaluation always sees whole patches
+    train_crop: ClassVar[dict[str, int | None]] = {"smoke": None, "mini": None, "paper": None}
     channels: ClassVar[dict[str, int]]
     # per-class loss weights of the reference training recipe (None: uniform); passed to entries as
     # ``task_info["class_weights"]`` so every fine-tuned network uses the same loss
@@ -180,7 +218,7 @@ class SITSTask(ABC):
         length = self.temporal_length.get(ctx.profile)
         source = cell.params.get("pretrain_source")
         if not source or source == self.spec.name:
-            return _View(self._reader(data, "train"), None, with_label=False, length=length)
+            return _View(self._reader(data, "train"), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile))
         if source not in data.others:
             from benchmark.registry import load_task
 
@@ -188,11 +226,13 @@ class SITSTask(ABC):
             data.others[source] = (other, other.resolve_data(data.base, ctx.profile)[0])
         other, other_data = data.others[source]
         ids = sorted(other_data.split_ids["train"])[: len(data.split_ids["train"])]
-        return _View(other._reader(other_data, "train"), ids, with_label=False, length=length)
+        return _View(other._reader(other_data, "train"), ids, with_label=False, length=length, crop=other.train_crop.get(ctx.profile))
 
     def labeled(self, data: SITSData, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         ids = self.train_ids(data, float(cell.params["label_fraction"])) if split == "train" else None
-        return _View(self._reader(data, split), ids, with_label=True, length=self.temporal_length.get(ctx.profile))
+        crop = self.train_crop.get(ctx.profile) if split == "train" else None
+        return _View(self._reader(data, split), ids, with_label=True, length=self.temporal_length.get(ctx.profile),
+                     crop=crop, ignore_index=self.spec.metric.ignore_index)
 
     collate = staticmethod(sits_collate)
 
