@@ -180,6 +180,9 @@ def test_cli_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "no results" in capsys.readouterr().err
     assert main(["download", SEG]) == 2
     assert "does not support `download`" in capsys.readouterr().err
+    for form in (["plot", "--task", "nope"], ["plot", "--task=nope"], ["plot", "nope"]):  # `--task` accepted as in `run`
+        assert main(form) == 2
+        assert capsys.readouterr().err.startswith("error: unknown task 'nope'")
 
 
 def test_cli_run_table_list_and_check_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
