@@ -24,11 +24,16 @@ class Comparison:
     metric: str
     result: Any  # BootstrapResult of metric(a) - metric(b)
     n_units: int
+    n_units_a: int = 0  # units each job scored; the difference uses only the shared ones
+    n_units_b: int = 0
 
     def describe(self) -> str:
         r = self.result
         prob = (getattr(r, "extra", None) or {}).get("prob_positive")
         tail = f"; P(a > b) over resamples = {prob:.3f}" if prob is not None else ""
+        if self.n_units_a and (self.n_units_a != self.n_units or self.n_units_b != self.n_units):
+            tail += (f"; NOTE: the jobs scored different units ({self.n_units_a} vs {self.n_units_b}); "
+                     f"only the {self.n_units} shared ones are compared")
         return (f"{self.metric}({self.a}) - {self.metric}({self.b}) = {r.estimate:.4f} "
                 f"[{r.low:.4f}, {r.high:.4f}] ({int(r.level * 100)} % paired {r.method} bootstrap, "
                 f"{r.n_resamples} resamples, {self.n_units} shared units){tail}")
@@ -77,4 +82,4 @@ def compare_jobs(task: Any, results_dir: Path, profile: str, a: str, b: str, *, 
         raise BenchmarkError("--cluster: the stored statistics carry no cluster ids")
     bs = spec.bootstrap
     res = paired_difference(xa[ia], xb[ib], stat, n_resamples=bs.resamples, level=bs.level, seed=bs.seed, clusters=clusters, method=bs.method)
-    return Comparison(a, b, metric, res, len(shared))
+    return Comparison(a, b, metric, res, len(shared), len(ids_a), len(ids_b))

@@ -145,7 +145,9 @@ def test_compare_paired_difference(tmp_path: Path) -> None:
     assert same.result.estimate == 0 and same.result.low == 0 and same.result.high == 0
     diff = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all", cluster=True)
     assert diff.n_units == 16 and diff.result.low <= diff.result.estimate <= diff.result.high
-    assert "paired" in diff.describe()
+    assert "paired" in diff.describe() and "NOTE" not in diff.describe()
+    partial = dataclasses.replace(diff, n_units_a=20, n_units_b=16)  # jobs that scored different units say so
+    assert "scored different units (20 vs 16); only the 16 shared ones are compared" in partial.describe()
 
 
 def test_registry_errors_list_what_exists() -> None:
