@@ -169,6 +169,16 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class PairedComparison:
+    """A comparison the paper makes between two cells (e.g. 1 h vs 6 h training): rendered for
+    every entry with both records as the paired-bootstrap difference ``metric(a) − metric(b)``."""
+
+    title: str
+    a: str
+    b: str
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One of a task's tables: which cells (columns/rows) and which entries it shows.
 
@@ -221,6 +231,8 @@ class TaskSpec:
     split_files: Mapping[str, str] = field(default_factory=dict)  # relative path -> sha256
     paper: str = ""  # citation of the paper whose table this reproduces
     tables: Mapping[str, str | TableSpec] = field(default_factory=lambda: {"main": "Table 1"})
+    comparisons: tuple[PairedComparison, ...] = ()
+    extended_table: bool = False  # also render every metric of the records in a second, wide table
 
     def table_specs(self) -> dict[str, TableSpec]:
         """Tables with their cells resolved (a plain title stands for every cell and entry)."""
@@ -232,6 +244,13 @@ class TaskSpec:
                 raise ValueError(f"task {self.name!r}: table {key!r} names unknown cell(s) {unknown}")
             out[key] = TableSpec(t.title, t.cells or tuple(c.name for c in self.cells), t.entries)
         return out
+
+    def check_comparisons(self) -> None:
+        names = {c.name for c in self.cells}
+        for comp in self.comparisons:
+            unknown = [c for c in (comp.a, comp.b) if c not in names]
+            if unknown:
+                raise ValueError(f"task {self.name!r}: comparison {comp.title!r} names unknown cell(s) {unknown}")
 
     def cell(self, name: str) -> Cell:
         for c in self.cells:

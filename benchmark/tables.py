@@ -95,6 +95,16 @@ def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", se
             headers, rows = _long(spec.metric.name, shown, cells, jobs, paper, table_id, extended)
         parts.append(_heading(f"{spec.name} — {table.title} ({spec.metric.name}, profile {profile}, seed {seeds[0] if seed is None else seed})", fmt))
         parts.append(tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
+        if spec.family != "segmentation" and not extended and spec.extended_table:
+            headers, rows = _long(spec.metric.name, shown, cells, jobs, [], table_id, True)
+            parts.append(_heading(f"{spec.name} — {table.title}, every metric (profile {profile})", fmt))
+            parts.append(tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
+    if spec.comparisons:
+        rows = _comparisons(task, results_dir, profile, entries, jobs, seeds[0] if seed is None else seed)
+        if rows:
+            parts.append(_heading(f"{spec.name} — paired comparisons ({spec.metric.name}, profile {profile})", fmt))
+            parts.append(tabulate(rows, headers=["comparison", "entry", "a", "b", f"{spec.metric.name}(a) − {spec.metric.name}(b)", "P(a > b)", "units"],
+                                  tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
     parts.append(_heading(f"{spec.name} — throughput (profile {profile})", fmt))
     parts.append(_throughput(jobs, fmt))
     notes = [note, f"Intervals: {spec.bootstrap.resamples}-resample {spec.bootstrap.method} bootstrap, {int(spec.bootstrap.level * 100)} %, unit = {spec.bootstrap.unit}."]
@@ -104,6 +114,24 @@ def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", se
         notes.append(f"FAILED {r['entry']['name']} / {r['cell']['name']} seed {r['seed']}: {r.get('error', '?')}")
     parts.append("\n".join(f"- {n}" if fmt == "markdown" else f"% {n}" for n in notes))
     return "\n\n".join(parts) + "\n"
+
+
+def _comparisons(task: Any, results_dir: Path, profile: str, entries: list[str], jobs: dict, seed: int) -> list[list[str]]:
+    """One row per (declared comparison, entry with both jobs): the paired bootstrap difference."""
+    from .compare import compare_jobs
+
+    rows = []
+    for comp in task.spec.comparisons:
+        for e in entries:
+            if (e, comp.a) not in jobs or (e, comp.b) not in jobs:
+                continue
+            c = compare_jobs(task, results_dir, profile, f"{e}/{comp.a}", f"{e}/{comp.b}", seed=seed)
+            r = c.result
+            prob = (getattr(r, "extra", None) or {}).get("prob_positive")
+            units = str(c.n_units) if c.n_units == c.n_units_a == c.n_units_b else f"{c.n_units} shared of {c.n_units_a} / {c.n_units_b}"
+            rows.append([comp.title, e, comp.a, comp.b, f"{r.estimate:+.2f} [{r.low:+.2f}, {r.high:+.2f}]",
+                         "–" if prob is None else f"{prob:.3f}", units])
+    return rows
 
 
 def _heading(text: str, fmt: str) -> str:

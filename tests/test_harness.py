@@ -12,6 +12,7 @@ import pytest
 from benchmark import registry, runner, tables
 from benchmark.cli import main
 from benchmark.compare import compare_jobs
+from benchmark.contracts import PairedComparison
 from benchmark.errors import BenchmarkError
 from benchmark.results import ResultStore
 
@@ -149,6 +150,15 @@ def test_compare_paired_difference(tmp_path: Path) -> None:
     assert "paired" in diff.describe() and "NOTE" not in diff.describe()
     partial = dataclasses.replace(diff, n_units_a=20, n_units_b=16)  # jobs that scored different units say so
     assert "scored different units (20 vs 16); only the 16 shared ones are compared" in partial.describe()
+    # a task's declared comparisons and its every-metric table are rendered with the tables
+    task.spec = dataclasses.replace(task.spec, comparisons=(PairedComparison("max 2 vs all", "win1h-max2", "win1h-all"),), extended_table=True)
+    text = tables.render(task, tmp_path, "smoke")
+    assert "paired comparisons" in text and "every metric" in text
+    row = next(line for line in text.splitlines() if line.startswith("| max 2 vs all"))
+    plain = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all").result  # rows are not clustered
+    assert f"{plain.estimate:+.2f} [{plain.low:+.2f}, {plain.high:+.2f}]" in row and "| 16 " in row
+    with pytest.raises(ValueError, match="unknown cell"):
+        dataclasses.replace(task.spec, comparisons=(PairedComparison("x", "nope", "win1h-all"),)).check_comparisons()
 
 
 def test_registry_errors_list_what_exists() -> None:

@@ -26,7 +26,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from benchmark.contracts import BootstrapSpec, Cell, DataIdentity, MetricSpec, RunContext, TaskSpec
+from benchmark.contracts import (
+    BootstrapSpec,
+    Cell,
+    DataIdentity,
+    MetricSpec,
+    PairedComparison,
+    RunContext,
+    TaskSpec,
+)
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
 
@@ -75,7 +83,16 @@ SPEC = TaskSpec(
     },
     paper="Dauvilliers & Monteleoni, A self-supervised multi-source framework and architecture for generative cross-sensor harmonization, Table 1",
     tables={"main": "Table 1 (TC-PRIMED)"},
+    # the paper's comparisons: the training window (on the same 1 h evaluation windows) and
+    # limiting the inputs to two sources (on the same 6 h windows and targets)
+    comparisons=(
+        PairedComparison("train 1 h vs 6 h (eval 1 h)", "train1h-eval1h-min2-all", "train6h-eval1h-min2-all"),
+        PairedComparison("max 2 vs all inputs (min 3)", "train6h-eval6h-min3-max2", "train6h-eval6h-min3-all"),
+        PairedComparison("max 2 vs all inputs (min 4)", "train6h-eval6h-min4-max2", "train6h-eval6h-min4-all"),
+    ),
+    extended_table=True,
 )
+SPEC.check_comparisons()
 
 
 def hash_files(root: Path, rels: list[str]) -> dict[str, str]:
