@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from benchmark.contracts import EntryMetadata, RunContext
-from benchmark.training import FitConfig, fit
+from benchmark.training import FitConfig, fit, segmentation_loss
 
 
 def temporal_features(batch: dict[str, Any], modality: str) -> torch.Tensor:
@@ -58,13 +58,13 @@ class PixelLinear:
 
     def finetune(self, labeled: torch.utils.data.Dataset, modality: str, ctx: RunContext) -> None:
         info = ctx.task_info
-        channels, classes, ignore = info["channels"][modality], info["num_classes"], info["ignore_index"]
+        channels, classes = info["channels"][modality], info["num_classes"]
         self.device = ctx.device
         self.model = nn.Conv2d(2 * channels, classes, kernel_size=1).to(ctx.device)
 
         def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-            logits = model(temporal_features(batch, modality))
-            return nn.functional.cross_entropy(logits, batch["label"], ignore_index=ignore)
+            # the task's ignore index and class weights: entries differ in models, not in losses
+            return segmentation_loss(model(temporal_features(batch, modality)), batch["label"], info)
 
         result = fit(self.model, loss, labeled, FitConfig.from_hparams(ctx.hparams), device=ctx.device, seed=ctx.seed,
                      checkpoint_dir=ctx.checkpoint_dir, collate_fn=ctx.collate, progress=ctx.show_progress, desc=f"finetune {modality}")
