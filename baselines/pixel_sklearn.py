@@ -2,7 +2,8 @@
 
 Each pixel is described by its series resampled to a fixed number of evenly spaced dates plus the
 temporal mean and standard deviation of every channel (padding excluded); a scikit-learn random
-forest is fitted on a seeded sample of labelled pixels. No pre-training and no spatial context:
+forest (weighted by the task's class weights) is fitted on a seeded sample of labelled pixels.
+No pre-training and no spatial context:
 it is the floor that shows what the per-pixel signal alone carries.
 """
 
@@ -44,7 +45,7 @@ class PixelRandomForest:
     )
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"n_dates": 4, "trees": 10, "max_pixels": 3_000, "max_depth": 12, "eval_batch_size": 8},
-        "mini": {"n_dates": 8, "trees": 100, "max_pixels": 40_000, "max_depth": 20, "eval_batch_size": 8},
+        "mini": {"n_dates": 8, "trees": 100, "max_pixels": 40_000, "max_depth": 20, "crop_passes": 4, "eval_batch_size": 8},
         "paper": {"n_dates": 16, "trees": 300, "max_pixels": 500_000, "max_depth": None, "eval_batch_size": 4},
     }
 
@@ -64,22 +65,29 @@ class PixelRandomForest:
         self.num_classes = int(ctx.task_info["num_classes"])
         ignore = ctx.task_info["ignore_index"]
         loader = torch.utils.data.DataLoader(labeled, batch_size=8, shuffle=False, collate_fn=ctx.collate)
+        # Cropped training views (South Sudan at mini) show a random window per read: read them
+        # ``crop_passes`` times so the forest sees about as many pixels as from whole patches.
+        cropped = bool((ctx.task_info.get("recipe") or {}).get("train_crop"))
+        passes = int(hp.get("crop_passes", 1)) if cropped else 1
         xs, ys = [], []
-        with ctx.progress(len(loader), f"features {modality}") as bar:
-            for batch in loader:
-                f = pixel_features(batch, modality, self.n_dates)
-                y = batch["label"].numpy()
-                keep = y != ignore
-                xs.append(f[keep])
-                ys.append(y[keep])
-                bar.update(1)
+        with ctx.progress(passes * len(loader), f"features {modality}") as bar:
+            for _ in range(passes):
+                for batch in loader:
+                    f = pixel_features(batch, modality, self.n_dates)
+                    y = batch["label"].numpy()
+                    keep = y != ignore
+                    xs.append(f[keep])
+                    ys.append(y[keep])
+                    bar.update(1)
         x, y = np.concatenate(xs), np.concatenate(ys)
         rng = np.random.default_rng(ctx.seed)
         if len(x) > hp["max_pixels"]:
             sel = rng.choice(len(x), int(hp["max_pixels"]), replace=False)
             x, y = x[sel], y[sel]
+        weights = ctx.task_info.get("class_weights")  # the task's loss weights, as every network uses
+        class_weight = None if weights is None else {k: float(w) for k, w in enumerate(weights)}
         self.model = RandomForestClassifier(n_estimators=int(hp["trees"]), max_depth=hp["max_depth"], min_samples_leaf=2,
-                                            n_jobs=-1, random_state=ctx.seed)
+                                            n_jobs=-1, random_state=ctx.seed, class_weight=class_weight)
         start = time.perf_counter()
         self.model.fit(x, y)
         ctx.record_fit("finetune", SimpleNamespace(steps_done=1, resumed_from=0, samples_seen=len(labeled), wall_time_s=time.perf_counter() - start))

@@ -189,11 +189,14 @@ def cmd_data(command: str, task_name: str | None, rest: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] in DATA_COMMANDS:  # `plot --task tc_primed ...` = `plot tc_primed ...`, like `run --task`
-        if argv[1] == "--task" and len(argv) >= 3:
-            argv = [argv[0], *argv[2:]]
-        elif argv[1].startswith("--task="):
-            argv = [argv[0], argv[1].split("=", 1)[1], *argv[2:]]
+    # `plot --task tc_primed ...` = `plot tc_primed ...`, like `run --task` (after any global flags)
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is not None and argv[at] in DATA_COMMANDS and at + 1 < len(argv):
+        nxt = argv[at + 1]
+        if nxt == "--task" and at + 2 < len(argv):
+            argv = [*argv[:at + 1], *argv[at + 2:]]
+        elif nxt.startswith("--task="):
+            argv = [*argv[:at + 1], nxt.split("=", 1)[1], *argv[at + 2:]]
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -232,7 +232,10 @@ class TaskSpec:
     paper: str = ""  # citation of the paper whose table this reproduces
     tables: Mapping[str, str | TableSpec] = field(default_factory=lambda: {"main": "Table 1"})
     comparisons: tuple[PairedComparison, ...] = ()
-    extended_table: bool = False  # also render every metric of the records in a second, wide table
+    extended_table: bool = False  # also render every metric in a second, wide table (long-layout tasks)
+
+    def __post_init__(self) -> None:
+        self.check_comparisons()
 
     def table_specs(self) -> dict[str, TableSpec]:
         """Tables with their cells resolved (a plain title stands for every cell and entry)."""

@@ -81,7 +81,9 @@ class MockSegmentationTask:
         return data, _identity(self.seed)
 
     def info(self, data: Any, cell: Cell) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "channels": dict(self.channels)}
+        # non-uniform class weights, so check-entry exercises entries that read them
+        weights = [round(0.5 + k / max(1, self.num_classes - 1), 3) for k in range(self.num_classes)]
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "channels": dict(self.channels), "class_weights": weights}
 
     def unlabeled(self, data: dict, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         return _ListDataset([{k: v for k, v in it.items() if k != "label"} for it in data["train"]])

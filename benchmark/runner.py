@@ -59,10 +59,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def job_config(spec: TaskSpec, cell: Cell, entry_cls: type, profile: str, seed: int, hparams: dict[str, Any], data_identity: dict[str, Any]) -> dict[str, Any]:
+def task_recipe(task: Any, profile: str) -> dict[str, Any]:
+    """What a task does to its data at ``profile`` (views, crops, loss weights): part of every
+    job's configuration, so changing it never lets ``--resume`` or a shared checkpoint reuse
+    results made under the old recipe."""
+    recipe = getattr(task, "recipe", None)
+    return dict(recipe(profile)) if callable(recipe) else {}
+
+
+def job_config(spec: TaskSpec, cell: Cell, entry_cls: type, profile: str, seed: int, hparams: dict[str, Any], data_identity: dict[str, Any],
+               recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that determines a job's result; its hash keys ``--resume``."""
     return {
-        "task": {"name": spec.name, "version": spec.version, "metric": dataclasses.asdict(spec.metric), "bootstrap": dataclasses.asdict(spec.bootstrap), "splits": dict(spec.split_files)},
+        "task": {"name": spec.name, "version": spec.version, "metric": dataclasses.asdict(spec.metric), "bootstrap": dataclasses.asdict(spec.bootstrap),
+                 "splits": dict(spec.split_files), "recipe": recipe or {}},
         "cell": cell.to_dict(),
         "entry": entry_cls.metadata.to_dict(),
         "profile": profile,
@@ -147,21 +157,23 @@ def _run_job(task, data, identity, cell, entry_name, cls, profile, seed, device,
     spec: TaskSpec = task.spec
     key = JobKey(spec.name, profile, entry_name, cell.name, seed)
     hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
-    cfg = job_config(spec, cell, cls, profile, seed, hparams, identity)
+    recipe = task_recipe(task, profile)
+    cfg = job_config(spec, cell, cls, profile, seed, hparams, identity, recipe)
     cfg_hash = config_hash(cfg)
     path = store.record_path(key)
     if resume and store.is_done(key, cfg_hash):
         log.info("skip %s/%s/%s seed %d (done)", spec.name, entry_name, cell.name, seed)
         return JobSummary(key, "skipped", path, "already done")
     info = dict(task.info(data, cell)) if hasattr(task, "info") else {}
+    info.setdefault("recipe", recipe)  # entries may adapt to the views (e.g. cropped training samples)
     # Shared stages (one pre-training for several cells) live under a hash of what determines them,
     # so a changed profile or dataset never resumes from a stale checkpoint.
-    work_key = config_hash({"entry": cls.metadata.to_dict(), "hparams": hparams, "data": identity, "task": [spec.name, spec.version]})
+    work_key = config_hash({"entry": cls.metadata.to_dict(), "hparams": hparams, "data": identity, "task": [spec.name, spec.version], "recipe": recipe})
     ctx = RunContext(device=device, seed=seed, profile=profile, hparams=hparams, checkpoint_dir=store.work_dir(key) / work_key,
                      cell=dict(cell.params), task_info=info, collate=getattr(task, "collate", None), show_progress=show_progress)
     record: dict[str, Any] = {
         "schema": 1,
-        "task": {"name": spec.name, "version": spec.version, "family": spec.family},
+        "task": {"name": spec.name, "version": spec.version, "family": spec.family, "recipe": recipe},
         "cell": cell.to_dict(),
         "entry": cls.metadata.to_dict(),
         "profile": profile,

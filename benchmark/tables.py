@@ -125,7 +125,11 @@ def _comparisons(task: Any, results_dir: Path, profile: str, entries: list[str],
         for e in entries:
             if (e, comp.a) not in jobs or (e, comp.b) not in jobs:
                 continue
-            c = compare_jobs(task, results_dir, profile, f"{e}/{comp.a}", f"{e}/{comp.b}", seed=seed)
+            try:
+                c = compare_jobs(task, results_dir, profile, f"{e}/{comp.a}", f"{e}/{comp.b}", seed=seed)
+            except BenchmarkError as exc:  # one unreadable pair must not hide the tables
+                rows.append([comp.title, e, comp.a, comp.b, f"not computed: {exc}", "–", "–"])
+                continue
             r = c.result
             prob = (getattr(r, "extra", None) or {}).get("prob_positive")
             units = str(c.n_units) if c.n_units == c.n_units_a == c.n_units_b else f"{c.n_units} shared of {c.n_units_a} / {c.n_units_b}"

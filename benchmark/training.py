@@ -233,13 +233,25 @@ def autocast_context(device: torch.device | str, enabled: bool = True) -> contex
 def segmentation_loss(logits: Tensor, labels: Tensor, task_info: Mapping[str, Any]) -> Tensor:
     """Cross-entropy of ``logits [B, K, H, W]`` in float32 with the task's ignore index and its
     per-class weights (``task_info["class_weights"]``, None for uniform): the shared fine-tuning
-    loss, so entries differ in their networks and pre-training, not in their loss."""
+    loss, so entries differ in their networks and pre-training, not in their loss.
+
+    Same value as ``F.cross_entropy(..., weight, ignore_index)`` (Σ w·l / Σ w over labelled pixels),
+    but a batch without labelled pixels gives 0 instead of NaN, with no host-device sync to check.
+    """
     weights = task_info.get("class_weights")
-    weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
+    weight = None
+    if weights is not None:
+        weight = torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
+        if weight.numel() != logits.shape[1]:
+            raise ValueError(f"class_weights has {weight.numel()} values for {logits.shape[1]} classes")
     ignore = int(task_info["ignore_index"])
-    if not bool((labels != ignore).any()):  # no labelled pixel in the batch: a zero loss, not NaN
-        return logits.float().sum() * 0.0
-    return nn.functional.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore)
+    per_pixel = nn.functional.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore, reduction="none")
+    valid = labels != ignore
+    if weight is None:
+        norm = valid.sum()
+    else:
+        norm = weight[labels.clamp(0, weight.numel() - 1)].masked_fill(~valid, 0).sum()
+    return per_pixel.sum() / norm.clamp_min(1e-12)
 
 
 def default_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:

@@ -320,6 +320,7 @@ def test_task_through_harness_interface(harness):
     info = task.info(data, cell10)
     assert info["channels"] == {"radar": 3, "optical": 3} and info["class_names"][0] == "sorghum"
     assert info["class_weights"] == [0.28, 0.89, 0.90, 0.93]  # Rustowicz et al.'s 1 − class frequency
+    assert task.recipe("mini") == {"temporal_length": 8, "train_crop": 32, "class_weights": [0.28, 0.89, 0.90, 0.93]}
     # mini: training and pre-training views are random 32 × 32 crops; evaluation sees whole tiles
     mini = _ctx("mini")
     torch.manual_seed(0)

@@ -71,6 +71,16 @@ def test_resume_skips_finished_jobs_and_reruns_changed_config(seg_results: Path)
     assert [s.status for s in rerun] == ["ok"]
 
 
+def test_task_recipe_is_part_of_the_job_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
+    assert json.loads(first[0].path.read_text())["task"]["recipe"] == {}
+    # a task that changes what it does to the data (crops, loss weights) invalidates --resume
+    monkeypatch.setattr(type(registry.load_task(SEG)), "recipe", lambda self, profile: {"train_crop": 8}, raising=False)
+    again = runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100"], resume=True, show_progress=False, device="cpu")
+    assert [s.status for s in again] == ["ok"]
+    assert json.loads(again[0].path.read_text())["task"]["recipe"] == {"train_crop": 8}
+
+
 def test_same_seed_gives_identical_metrics(tmp_path: Path, seg_results: Path) -> None:
     runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["optical-50"], show_progress=False, device="cpu")
     a = json.loads((tmp_path / "mock_segmentation/smoke/pixel_linear/optical-50-seed0.json").read_text())
@@ -193,7 +203,7 @@ def test_cli_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "no results" in capsys.readouterr().err
     assert main(["download", SEG]) == 2
     assert "does not support `download`" in capsys.readouterr().err
-    for form in (["plot", "--task", "nope"], ["plot", "--task=nope"], ["plot", "nope"]):  # `--task` accepted as in `run`
+    for form in (["plot", "--task", "nope"], ["plot", "--task=nope"], ["plot", "nope"], ["-v", "plot", "--task", "nope"]):  # as in `run`
         assert main(form) == 2
         assert capsys.readouterr().err.startswith("error: unknown task 'nope'")
 

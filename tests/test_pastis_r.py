@@ -146,12 +146,21 @@ def test_bad_metadata_is_named(copy: Path) -> None:
 
 def test_footprint_centroids_become_sample_coords(copy: Path) -> None:
     square = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]}
-    assert footprint_centroid(square, copy) == pytest.approx((5.0, 5.0))
+    assert footprint_centroid(square, "x") == pytest.approx((5.0, 5.0))
+    clockwise = {"type": "Polygon", "coordinates": [[[0, 0], [0, 10], [10, 10], [10, 0]]]}  # open ring, other orientation
+    assert footprint_centroid(clockwise, "x") == pytest.approx((5.0, 5.0))
     l_shape = {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2], [0, 0]]]}
-    assert footprint_centroid(l_shape, copy) == pytest.approx((5 / 6, 5 / 6))  # not the vertex mean
+    assert footprint_centroid(l_shape, "x") == pytest.approx((5 / 6, 5 / 6))  # not the vertex mean
     multi = {"type": "MultiPolygon", "coordinates": [square["coordinates"], [[[20, 0], [30, 0], [30, 10], [20, 10], [20, 0]]]]}
-    assert footprint_centroid(multi, copy) == pytest.approx((15.0, 5.0))
-    assert footprint_centroid(None, copy) is None
+    assert footprint_centroid(multi, "x") == pytest.approx((15.0, 5.0))
+    assert footprint_centroid({"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [0, 0]]]}, "x") == pytest.approx((1.0, 0.0))
+    assert footprint_centroid(None, "x") is None
+    for bad, message in [({"type": "Polygon", "coordinates": []}, "malformed Polygon"),
+                         ({"type": "Polygon", "coordinates": [[[0, 0], [1]]]}, "malformed Polygon"),
+                         ({"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}, "at least 3 finite"),
+                         ("POLYGON((0 0))", "must be a GeoJSON object")]:
+        with pytest.raises(DataError, match=message):
+            footprint_centroid(bad, "where")
     ds = PastisRDataset(copy, [1, 2, 3])
     ring = json.loads((copy / "metadata.geojson").read_text())["features"][0]["geometry"]["coordinates"][0]
     assert ds[0]["coords"].dtype == torch.float32
@@ -160,7 +169,7 @@ def test_footprint_centroids_become_sample_coords(copy: Path) -> None:
     doc = json.loads(path.read_text())
     doc["features"][0]["geometry"] = {"type": "Point", "coordinates": [1, 2]}
     path.write_text(json.dumps(doc))
-    with pytest.raises(DataError, match="metadata.geojson: patch footprint geometry must be a Polygon"):
+    with pytest.raises(DataError, match=r"metadata.geojson \(patch 10000\): patch footprint geometry must be a Polygon"):
         PastisRDataset(copy, [1])
     for f in doc["features"]:
         f.pop("geometry")

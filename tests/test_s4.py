@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,28 @@ def test_s4_on_embedded_pastis_r_at_smoke(tmp_path: Path) -> None:
     assert rec["status"] == "ok", rec.get("error")
     assert 0 <= rec["metrics"]["miou"]["estimate"] <= 1
     assert rec["throughput"]["flops_per_sample"] > 0
+
+
+def test_probe_scores_separate_content_from_position() -> None:
+    from reference_models.s4.probe import border_distance, probe_features
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(6, 16, 16))
+    labels[:, :2] = 9  # ignored pixels
+    noise = rng.normal(size=(6, 4, 16, 16))
+    content = noise.copy()
+    content[:, 0] = labels * 2.0  # one feature carries the class
+    position = noise.copy()
+    position[:, 0] = np.minimum(border_distance(16, 16), 8)  # one feature carries the border distance
+    c = probe_features(content, labels, 9, 1000, seed=0)
+    p = probe_features(position, labels, 9, 1000, seed=0)
+    assert c["crop_balanced_acc"] > 0.9 and c["border_r2"] < 0.1
+    assert p["border_r2"] > 0.9 and p["crop_balanced_acc"] < 0.5
+
+
+def test_probe_runs_on_embedded_pastis_r_at_smoke(tmp_path: Path) -> None:
+    from reference_models.s4.probe import run_probe
+
+    rows = run_probe("pastis_r", ["unet3d_scratch", "s4"], profile="smoke", data_root=tmp_path, n_patches=4, n_pixels=500)
+    assert [(r["entry"], r["modality"]) for r in rows] == [(e, m) for e in ("unet3d_scratch", "s4") for m in ("radar", "optical")]
+    assert all(0 <= r["crop_balanced_acc"] <= 1 and r["border_r2"] <= 1 for r in rows)

@@ -101,3 +101,7 @@ def test_random_crop_is_aligned_and_keeps_a_label() -> None:
     unlabeled = {k: v for k, v in sample.items() if k != "label"}
     assert random_crop(unlabeled, 8, -1, g)["radar"].shape[-2:] == (8, 8)
     assert random_crop(sample, 32, -1, g) is sample  # smaller than the crop: unchanged
+    with pytest.raises(ValueError, match="positive"):
+        random_crop(sample, 0, -1, g)
+    with pytest.raises(ValueError, match="one grid"):
+        random_crop({**sample, "optical": sample["optical"][..., :8, :8]}, 4, -1, g)

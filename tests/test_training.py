@@ -307,3 +307,5 @@ def test_segmentation_loss_weights_ignore_and_empty_batches() -> None:
     assert torch.allclose(segmentation_loss(logits, labels, {"ignore_index": 9}), nn.functional.cross_entropy(logits, labels, ignore_index=9))
     empty = segmentation_loss(logits, torch.full_like(labels, 9), info)
     assert empty.item() == 0.0 and empty.requires_grad  # all ignored: zero, not NaN
+    with pytest.raises(ValueError, match="2 values for 3 classes"):
+        segmentation_loss(logits, labels, {"ignore_index": 9, "class_weights": [1.0, 2.0]})

@@ -86,34 +86,39 @@ def parse_dates(value: Any, where: str) -> list[int] | None:
 CENTROID_KEY = "_centroid"  # added to each feature's properties by read_metadata (None without geometry)
 
 
-def _ring_centroid(ring: Sequence[Sequence[float]]) -> tuple[float, float, float]:
-    """Signed area and area-weighted centroid (shoelace) of a closed or open linear ring."""
-    pts = np.asarray(ring, dtype=np.float64)[:, :2]
-    x, y = pts[:, 0], pts[:, 1]
+def _ring_centroid(ring: np.ndarray) -> tuple[float, float, float]:
+    """Signed area and area-weighted centroid (shoelace) of a linear ring ``[N, 2]`` (closed or open)."""
+    x, y = ring[:, 0], ring[:, 1]
     x1, y1 = np.roll(x, -1), np.roll(y, -1)
     cross = x * y1 - x1 * y
     area = cross.sum() / 2
     if abs(area) < 1e-12:  # degenerate ring: the mean of its distinct vertices
-        return 0.0, float(x.mean()), float(y.mean())
+        distinct = np.unique(ring, axis=0)
+        return 0.0, float(distinct[:, 0].mean()), float(distinct[:, 1].mean())
     return float(area), float(((x + x1) * cross).sum() / (6 * area)), float(((y + y1) * cross).sum() / (6 * area))
 
 
-def footprint_centroid(geometry: Any, where: Path) -> tuple[float, float] | None:
+def footprint_centroid(geometry: Any, where: str) -> tuple[float, float] | None:
     """Centroid of a GeoJSON Polygon / MultiPolygon footprint (exterior rings, area-weighted);
-    None when the feature has no geometry. Other geometry types are a data error."""
+    None when the feature has no geometry. Anything else is a data error naming ``where``."""
     if geometry is None:
         return None
+    if not isinstance(geometry, dict):
+        raise DataError(f"{where}: geometry must be a GeoJSON object, got {type(geometry).__name__}")
     kind, coords = geometry.get("type"), geometry.get("coordinates")
-    if kind == "Polygon":
-        rings = [coords[0]]
-    elif kind == "MultiPolygon":
-        rings = [poly[0] for poly in coords]
-    else:
+    if kind not in ("Polygon", "MultiPolygon"):
         raise DataError(f"{where}: patch footprint geometry must be a Polygon or MultiPolygon, got {kind!r}")
+    try:
+        exteriors = [coords[0]] if kind == "Polygon" else [poly[0] for poly in coords]
+        rings = [np.asarray(r, dtype=np.float64)[:, :2] for r in exteriors]
+    except (TypeError, IndexError, ValueError, KeyError):
+        raise DataError(f"{where}: malformed {kind} coordinates") from None
+    if not rings or any(r.ndim != 2 or len(r) < 3 or not np.isfinite(r).all() for r in rings):
+        raise DataError(f"{where}: a {kind} ring needs at least 3 finite [x, y] positions")
     parts = [_ring_centroid(r) for r in rings]
     total = sum(abs(a) for a, _, _ in parts)
-    if total == 0:
-        return parts[0][1], parts[0][2]
+    if total == 0:  # all parts degenerate: the mean of every part's vertex mean
+        return float(np.mean([cx for _, cx, _ in parts])), float(np.mean([cy for _, _, cy in parts]))
     return (sum(abs(a) * cx for a, cx, _ in parts) / total, sum(abs(a) * cy for a, _, cy in parts) / total)
 
 
@@ -124,7 +129,8 @@ def read_metadata(root: Path) -> list[dict[str, Any]]:
         raise DataError(f"PASTIS-R metadata missing: {path}")
     try:
         doc = json.loads(path.read_text())
-        props = [{**f["properties"], CENTROID_KEY: footprint_centroid(f.get("geometry"), path)} for f in doc["features"]]
+        props = [{**f["properties"], CENTROID_KEY: footprint_centroid(f.get("geometry"), f"{path} (patch {f['properties'].get('ID_PATCH')})")}
+                 for f in doc["features"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a GeoJSON FeatureCollection with feature properties ({exc})") from None
     for p in props:

@@ -61,7 +61,12 @@ def random_crop(sample: dict[str, Any], size: int, ignore_index: int, generator:
     keep only 32 × 32 grids with a label): an all-ignored crop would give an undefined loss.
     Samples no larger than ``size`` are returned unchanged.
     """
-    h, w = next(sample[m].shape[-2:] for m in MODALITIES if m in sample)
+    if size < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    sizes = {tuple(sample[m].shape[-2:]) for m in MODALITIES if m in sample}
+    if len(sizes) != 1:
+        raise ValueError(f"random_crop needs the modalities of sample {sample.get('id')!r} on one grid, got sizes {sorted(sizes)}")
+    h, w = sizes.pop()
     if h <= size and w <= size:
         return sample
     ch, cw = min(size, h), min(size, w)
@@ -86,7 +91,8 @@ def random_crop(sample: dict[str, Any], size: int, ignore_index: int, generator:
 class _View(torch.utils.data.Dataset):
     """A split's samples restricted to ``ids``, optionally without labels, temporally subsampled,
     optionally randomly cropped (training views only; the crop uses torch's global RNG, which the
-    training loop seeds and checkpoints)."""
+    training loop seeds and checkpoints; exact replay on resume holds with ``num_workers=0``, the
+    harness's default)."""
 
     def __init__(self, reader: Any, ids: list[str] | None, with_label: bool, length: int | None,
                  crop: int | None = None, ignore_index: int = -1):
@@ -150,6 +156,11 @@ class SITSTask(ABC):
     @abstractmethod
     def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
         """Write the embedded synthetic dataset in the real layout; returns {relative path: sha256}."""
+
+    def recipe(self, profile: str) -> dict[str, Any]:
+        """What this task does to the data at ``profile`` (the harness hashes it into every job)."""
+        return {"temporal_length": self.temporal_length.get(profile), "train_crop": self.train_crop.get(profile),
+                "class_weights": None if self.class_weights is None else list(self.class_weights)}
 
     # -- data resolution
     def synthetic_dir(self, data_root: Path) -> Path:
