@@ -170,12 +170,17 @@ class Cell:
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """A comparison the paper makes between two cells (e.g. 1 h vs 6 h training): rendered for
-    every entry with both records as the paired-bootstrap difference ``metric(a) − metric(b)``."""
+    """A paired-bootstrap difference ``metric(a) − metric(b)`` rendered with the tables.
+
+    ``a`` and ``b`` are cells. Without entries it compares two cells of the same entry (e.g. 1 h
+    vs 6 h training), one row per entry; with ``b_entry`` every other entry's ``a`` cell is
+    compared with ``b_entry``'s ``b`` cell (e.g. each method vs the from-scratch floor).
+    """
 
     title: str
     a: str
     b: str
+    b_entry: str | None = None
 
 
 @dataclass(frozen=True)

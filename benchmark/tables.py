@@ -33,11 +33,16 @@ def paper_numbers(results_dir: Path, task: str) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(line for line in fh if not line.startswith("#"))]
 
 
+def _scale(metric: str) -> float:
+    """Tables show IoU-like metrics in percent, everything else in the stored units."""
+    return 100.0 if metric in ("miou", "overall_accuracy") or metric.startswith("miou") else 1.0
+
+
 def fmt_metric(metric: str, m: Mapping[str, Any] | None) -> str:
     """``54.6 [53.9, 55.2]`` for IoU-like metrics (in %), ``4.76 [4.71, 4.81] (2.37)`` for CRPS-like."""
     if not m or m.get("estimate") is None:
         return "–"
-    if metric in ("miou", "overall_accuracy") or metric.startswith("miou"):
+    if _scale(metric) != 1:
         return f"{100 * m['estimate']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}]"
     text = f"{m['estimate']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
     if m.get("std") is not None:
@@ -103,7 +108,8 @@ def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", se
         rows = _comparisons(task, results_dir, profile, entries, jobs, seeds[0] if seed is None else seed)
         if rows:
             parts.append(_heading(f"{spec.name} — paired comparisons ({spec.metric.name}, profile {profile})", fmt))
-            parts.append(tabulate(rows, headers=["comparison", "entry", "a", "b", f"{spec.metric.name}(a) − {spec.metric.name}(b)", "P(a > b)", "units"],
+            unit = " (points)" if _scale(spec.metric.name) != 1 else ""
+            parts.append(tabulate(rows, headers=["comparison", "a", "b", f"{spec.metric.name}(a) − {spec.metric.name}(b){unit}", "P(a > b)", "units"],
                                   tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
     parts.append(_heading(f"{spec.name} — throughput (profile {profile})", fmt))
     parts.append(_throughput(jobs, fmt))
@@ -123,19 +129,24 @@ def _comparisons(task: Any, results_dir: Path, profile: str, entries: list[str],
     rows = []
     for comp in task.spec.comparisons:
         for e in entries:
-            if (e, comp.a) not in jobs or (e, comp.b) not in jobs:
+            a, b = (e, comp.a), (comp.b_entry or e, comp.b)
+            if a == b or a not in jobs or b not in jobs:
                 continue
             try:
-                c = compare_jobs(task, results_dir, profile, f"{e}/{comp.a}", f"{e}/{comp.b}", seed=seed)
+                c = compare_jobs(task, results_dir, profile, "/".join(a), "/".join(b), seed=seed)
             except BenchmarkError as exc:  # one unreadable pair must not hide the tables
-                rows.append([comp.title, e, comp.a, comp.b, f"not computed: {exc}", "–", "–"])
+                rows.append([comp.title, "/".join(a), "/".join(b), f"not computed: {exc}", "–", "–"])
                 continue
             r = c.result
             prob = (getattr(r, "extra", None) or {}).get("prob_positive")
             units = str(c.n_units) if c.n_units == c.n_units_a == c.n_units_b else f"{c.n_units} shared of {c.n_units_a} / {c.n_units_b}"
-            rows.append([comp.title, e, comp.a, comp.b, f"{r.estimate:+.2f} [{r.low:+.2f}, {r.high:+.2f}]",
+            rows.append([comp.title, "/".join(a), "/".join(b), _signed(r.estimate, r.low, r.high, _scale(task.spec.metric.name)),
                          "–" if prob is None else f"{prob:.3f}", units])
     return rows
+
+
+def _signed(estimate: float, low: float, high: float, scale: float) -> str:
+    return f"{scale * estimate:+.2f} [{scale * low:+.2f}, {scale * high:+.2f}]"
 
 
 def _heading(text: str, fmt: str) -> str:

@@ -274,3 +274,13 @@ def test_window_collate_pads_sources_of_different_sizes() -> None:
     assert a["values"].shape == (2, 2, 5, 4) and torch.isnan(a["values"][0, :, 3:]).all() and torch.isnan(a["values"][1, :, :, 2:]).all()
     assert b["avail"].tolist() == [True, False] and torch.isnan(b["values"][1]).all()
     assert batch["target"] == ["a", "a"] and batch["id"] == ["x", "y"]
+
+
+def test_comparisons_against_a_floor_entry_are_rendered_in_table_units(tmp_path: Path) -> None:
+    runner.run(SEG, [LINEAR, "pixel_rf"], profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
+    task = registry.load_task(SEG)
+    task.spec = dataclasses.replace(task.spec, comparisons=(PairedComparison("vs floor", "radar-100", "radar-100", b_entry="pixel_linear"),))
+    rows = [line for line in tables.render(task, tmp_path, "smoke").splitlines() if line.startswith("| vs floor")]
+    assert len(rows) == 1 and "pixel_rf/radar-100" in rows[0] and "pixel_linear/radar-100" in rows[0]  # never the floor vs itself
+    r = compare_jobs(task, tmp_path, "smoke", "pixel_rf/radar-100", "pixel_linear/radar-100").result
+    assert f"{100 * r.estimate:+.2f} [{100 * r.low:+.2f}, {100 * r.high:+.2f}]" in rows[0]  # mIoU in points, as the tables

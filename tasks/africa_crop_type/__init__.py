@@ -20,7 +20,7 @@ from benchmark.contracts import BootstrapSpec, Cell, MetricSpec, TaskSpec
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
 from tasks.sits.splits import check_disjoint, file_sha256
-from tasks.sits.task import SITSData, SITSTask, standard_cells
+from tasks.sits.task import SITSData, SITSTask, floor_comparisons, standard_cells
 
 from .dataset import (
     CLASS_NAMES,
@@ -67,6 +67,7 @@ class AfricaCropTypeTask(SITSTask):
         split_files=SPLIT_FILES,
         paper="Shenoy et al. 2024, S4: Self-Supervised Sensing Across the Spectrum (arXiv 2405.01656)",
         tables={"main": "Table 1 (Africa Crop Type / South Sudan)"},
+        comparisons=floor_comparisons(),
     )
     dataset_dirname: ClassVar[str] = CANDIDATE_DIRS[0]
     synthetic_version: ClassVar[str] = "1"

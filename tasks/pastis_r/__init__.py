@@ -11,11 +11,18 @@ import argparse
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmark.contracts import BootstrapSpec, Cell, MetricSpec, TableSpec, TaskSpec
+from benchmark.contracts import (
+    BootstrapSpec,
+    Cell,
+    MetricSpec,
+    PairedComparison,
+    TableSpec,
+    TaskSpec,
+)
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
 
-from ..sits.task import SITSTask, standard_cells
+from ..sits.task import SITSTask, floor_comparisons, standard_cells
 from .dataset import CLASS_NAMES, TRAIN_FOLDS, VOID, PastisRDataset, read_metadata
 from .synthetic import GENERATOR_VERSION, generate
 
@@ -53,6 +60,8 @@ SPEC = TaskSpec(
         "ablation_6a": TableSpec("Fig. 6a: geographic ablation (SL = same location, DL = South Sudan pre-training)",
                                  cells=(*MAIN_CELLS, *(c.name for c in DL_CELLS)), entries=("s4",)),
     },
+    comparisons=(*floor_comparisons(MAIN_CELLS),
+                 *(PairedComparison(f"DL vs SL pre-training ({c})", f"{c}-dl", c) for c in MAIN_CELLS)),
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.collate import sits_collate
-from benchmark.contracts import Cell, DataIdentity, RunContext, TaskSpec
+from benchmark.contracts import Cell, DataIdentity, PairedComparison, RunContext, TaskSpec
 from benchmark.data import resolve_data_root
 from benchmark.errors import DataError
 
@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 MODALITIES = ("radar", "optical")
 LABEL_FRACTIONS = (1.0, 0.1)
+
+
+def floor_comparisons(cells: tuple[str, ...] = ("radar-100", "optical-100", "radar-10", "optical-10"),
+                      floor: str = "unet3d_scratch") -> tuple[PairedComparison, ...]:
+    """Every entry vs the supervised 3D U-Net trained from scratch, cell by cell: the floor an SSL
+    method must beat to be worth its pre-training."""
+    return tuple(PairedComparison(f"vs {floor} ({c})", c, c, b_entry=floor) for c in cells)
 
 
 def standard_cells(extra: tuple[Cell, ...] = ()) -> tuple[Cell, ...]:
