@@ -229,11 +229,14 @@ def _throughput(jobs: dict, fmt: str) -> str:
         recs = by_entry[entry]
         tps = [r["throughput"] for r in recs]
         infer = [t["infer_samples_per_s"] for t in tps if t.get("infer_samples_per_s")]
-        train = [v for t in tps for v in (t.get("train_samples_per_s") or {}).values()]
+        stages = [t.get("train_samples_per_s") or {} for t in tps]
+        pretrain = [v for st in stages for k, v in st.items() if k == "pretrain"]
+        train = [v for st in stages for k, v in st.items() if k != "pretrain"]
         flops = [t["flops_per_sample"] for t in tps if t.get("flops_per_sample")]
         params = [t["parameters"] for t in tps if t.get("parameters") is not None]
         rows.append([
             entry,
+            _num(statistics.median(pretrain)) if pretrain else "–",
             _num(statistics.median(train)) if train else "–",
             _num(statistics.median(infer)) if infer else "–",
             _num(max(t["peak_memory_mb"] for t in tps), 0) + f" ({tps[0]['peak_memory_kind']})",
@@ -241,7 +244,8 @@ def _throughput(jobs: dict, fmt: str) -> str:
             f"{statistics.median(flops) / 1e9:.3g} G" if flops else "–",
             tps[0].get("device_name") or tps[0].get("device", "?"),
         ])
-    headers = ["entry", "train samples/s", "inference samples/s", "peak memory MB", "parameters", "FLOPs/sample", "device"]
+    # medians over the jobs that ran the stage (a pre-training reused from a checkpoint is not timed)
+    headers = ["entry", "pre-train samples/s", "train samples/s", "inference samples/s", "peak memory MB", "parameters", "FLOPs/sample", "device"]
     return tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True)
 
 

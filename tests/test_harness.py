@@ -109,7 +109,7 @@ def test_table_renders_paper_layout_and_hides_paper_numbers_for_synthetic(seg_re
     text = tables.render(registry.load_task(SEG), seg_results, "smoke")
     assert "| entry" in text and "radar-100" in text and "optical-50" in text
     assert "99.9" not in text and "SYNTHETIC" in text
-    assert "throughput" in text and "inference samples/s" in text
+    assert "throughput" in text and "inference samples/s" in text and "pre-train samples/s" in text
     latex = tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="latex")
     assert "\\toprule" in latex
     csv_text = tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="csv")
