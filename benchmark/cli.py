@@ -33,7 +33,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="entry name, module:Class or path/file.py:Class (repeatable; default: every registered entry of the task's family)")
     p.add_argument("--profile", default="mini", choices=PROFILES, help="hyper-parameter profile (default: mini)")
     p.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $BENCHMARK_DATA, then ~/.cache/benchmark)")
-    p.add_argument("--seed", type=int, action="append", default=None, help="seed (repeatable; default 0)")
+    p.add_argument("--seed", type=int, action="append", default=None, help="seed (repeatable; default: the task's seeds for the profile, 0..2 at mini and paper, 0 at smoke)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="skip jobs whose record exists with the same configuration")
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results/)")
@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # recorded in every record's environment.torch_threads
-    summaries = runner.run(args.task, args.entry, profile=args.profile, seeds=args.seed or [0], data_root=args.data_root,
+    summaries = runner.run(args.task, args.entry, profile=args.profile, seeds=args.seed, data_root=args.data_root,
                            device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell,
                            tables=args.tables, show_progress=not args.no_progress)
     counts = {s: sum(1 for x in summaries if x.status == s) for s in ("ok", "skipped", "failed")}

@@ -163,6 +163,11 @@ class Cell:
     name: str
     params: Mapping[str, Any]
     shared: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""  # what tables print (e.g. "Radar 100 %"); the name when empty
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": dict(self.params), "shared": dict(self.shared)}
@@ -205,7 +210,9 @@ class MetricSpec:
     ignore_index: int | None = None
     class_names: tuple[str, ...] = ()
     averaging: str = "macro"
-    absent_class_policy: str = "exclude"  # classes absent from truth and prediction leave the mean
+    # "test-labels": the mean runs over the classes present in the test labels, the same set in
+    # every bootstrap replicate and on both sides of a comparison
+    absent_class_policy: str = "test-labels"
     crps_estimator: str = "standard"
     ensemble_size: int | None = None
     units: str = ""  # e.g. "K"
@@ -214,12 +221,29 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class BootstrapSpec:
-    unit: str  # "patch", "sample-channel", ...
+    """How a task's intervals are computed.
+
+    ``unit`` is what the headline interval resamples: the independent unit of the test set
+    (a PASTIS-R patch, a South Sudan tile, a TC-PRIMED storm). When the scored rows are finer
+    than that unit (TC-PRIMED scores (sample, channel) rows, grouped in storms), ``cluster``
+    names the unit and the rows' stored ``cluster`` column holds it; ``row_unit`` names the rows,
+    and the interval that treats them as independent (the TC-PRIMED paper's) is kept as a
+    labelled extra. Comparisons use ``comparison_resamples``; with fewer than ``min_units``
+    units tables warn and comparisons add a sign-flip p over units.
+    """
+
+    unit: str  # "patch", "tile", "storm", ...
     method: str = "percentile"
     resamples: int = 1000
     level: float = 0.95
     seed: int = 0
-    cluster: str | None = None  # optional extra: cluster bootstrap by this unit attribute (e.g. "storm")
+    cluster: str | None = None  # the rows' stored cluster column holds `unit` (e.g. "storm")
+    row_unit: str | None = None  # the finer scored rows (e.g. "sample-channel")
+    comparison_resamples: int = 10_000
+    min_units: int = 30
+
+
+DEFAULT_SEEDS: Mapping[str, int] = {"smoke": 1, "mini": 3, "paper": 3}
 
 
 @dataclass(frozen=True)
@@ -238,9 +262,14 @@ class TaskSpec:
     tables: Mapping[str, str | TableSpec] = field(default_factory=lambda: {"main": "Table 1"})
     comparisons: tuple[PairedComparison, ...] = ()
     extended_table: bool = False  # also render every metric in a second, wide table (long-layout tasks)
+    seeds: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEEDS))  # default seeds per profile
 
     def __post_init__(self) -> None:
         self.check_comparisons()
+
+    def default_seeds(self, profile: str) -> list[int]:
+        """Seeds ``run`` uses at ``profile`` when none are given: 0 .. n-1."""
+        return list(range(int(self.seeds.get(profile, 1))))
 
     def table_specs(self) -> dict[str, TableSpec]:
         """Tables with their cells resolved (a plain title stands for every cell and entry)."""

@@ -115,7 +115,7 @@ def run(
     entry_names: Sequence[str] | None = None,
     *,
     profile: str = "mini",
-    seeds: Sequence[int] = (0,),
+    seeds: Sequence[int] | None = None,
     data_root: Path | None = None,
     device: str | None = None,
     resume: bool = False,
@@ -124,9 +124,17 @@ def run(
     tables: Sequence[str] | None = None,
     show_progress: bool = True,
 ) -> list[JobSummary]:
-    """Run every (cell, entry, seed) job of a task and return one summary per job."""
+    """Run every (cell, entry, seed) job of a task and return one summary per job.
+
+    ``seeds`` defaults to the task's seeds for ``profile`` (``TaskSpec.seeds``: 3 at mini and
+    paper, 1 at smoke): tables average them and put their spread into the intervals.
+    """
     task = registry.load_task(task_name)
     spec: TaskSpec = task.spec
+    seeds = list(seeds) if seeds is not None else spec.default_seeds(profile)
+    bad = [s for s in seeds if not 0 <= int(s) < 2**31]
+    if bad:
+        raise BenchmarkError(f"seeds must be integers in [0, 2^31), got {bad}")
     names = list(entry_names) if entry_names else registry.entries_of_family(spec.family)
     if not names:
         raise BenchmarkError(f"no entries of family {spec.family!r} are registered; give --entry module:Class or file.py:Class")

@@ -1,9 +1,15 @@
 """Render a task's tables from stored records only (never re-runs anything).
 
-Segmentation tables are the S4 paper's layout (entries × cells, mIoU in % with its interval);
-reconstruction tables are the TC-PRIMED paper's layout (one row per entry and cell, the cell's
-configuration as columns, ``CRPS [low, high] (std)``). Published numbers from ``results/paper``
-appear in a labelled column only when every record in the table was computed on real data.
+Segmentation tables are the S4 paper's layout (entries × cells, mIoU in %); reconstruction
+tables the TC-PRIMED paper's (one row per entry and cell, the cell's configuration as columns,
+CRPS in K). Every value aggregates all seeds of its job (mean over seeds, two-level interval over
+seeds × the task's resampling unit, between-seed SD beside it; ``benchmark.aggregate``), so a
+table never silently shows one seed. Declared comparisons follow, with p-values adjusted by Holm
+within each comparison family. Published numbers from ``results/paper`` appear in a labelled
+column only when every record in the table was computed on real data.
+
+Formats: ``markdown``, ``latex`` (each table a ``table`` float whose caption carries the data
+notice), ``csv`` (one row per entry, cell and metric) and ``comparisons-csv``.
 """
 
 from __future__ import annotations
@@ -12,16 +18,41 @@ import csv
 import io
 import statistics
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tabulate import tabulate
 
+from .aggregate import JobGroup, PairedSummary, StatsCache, Summary, compare_groups, group_jobs, summarize
+from .contracts import Cell, TaskSpec
 from .errors import BenchmarkError
+from .metrics import holm
 from .results import ResultStore
+from .scoring import ROWS_IID, metric_names
 
-FORMATS = ("markdown", "latex", "csv")
+FORMATS = ("markdown", "latex", "csv", "comparisons-csv")
 _TABULATE_FMT = {"markdown": "github", "latex": "latex_booktabs"}
+# metric -> (label, unit, scale from stored units to table units); "K" stands for the task's unit
+_METRICS: dict[str, tuple[str, str, float]] = {
+    "miou": ("mIoU", "%", 100.0),
+    "overall_accuracy": ("OA", "%", 100.0),
+    "crps": ("CRPS", "K", 1.0),
+    ROWS_IID: ("CRPS, paper method: rows as independent", "K", 1.0),
+    "crps_fair": ("fair CRPS", "K", 1.0),
+    "mae": ("MAE", "K", 1.0),
+    "rmse": ("RMSE", "K", 1.0),
+    "spread_skill": ("spread-skill", "ratio", 1.0),
+}
+
+
+def metric_label(spec: TaskSpec, metric: str) -> tuple[str, str, float]:
+    """(label, unit, scale) of ``metric`` as tables print it (mIoU in %, CRPS in the task's unit)."""
+    label, unit, scale = _METRICS.get(metric, (metric, "", 1.0))
+    if unit == "K":
+        unit = spec.metric.units or unit
+    return label, unit, scale
 
 
 def paper_numbers(results_dir: Path, task: str) -> list[dict[str, str]]:
@@ -33,124 +64,165 @@ def paper_numbers(results_dir: Path, task: str) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(line for line in fh if not line.startswith("#"))]
 
 
-def _scale(metric: str) -> float:
-    """Tables show IoU-like metrics in percent, everything else in the stored units."""
-    return 100.0 if metric in ("miou", "overall_accuracy") or metric.startswith("miou") else 1.0
-
-
-def fmt_metric(metric: str, m: Mapping[str, Any] | None) -> str:
-    """``54.6 [53.9, 55.2]`` for IoU-like metrics (in %), ``4.76 [4.71, 4.81] (2.37)`` for CRPS-like."""
-    if not m or m.get("estimate") is None:
-        return "–"
-    if _scale(metric) != 1:
-        return f"{100 * m['estimate']:.1f} [{100 * m['low']:.1f}, {100 * m['high']:.1f}]"
-    text = f"{m['estimate']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
-    if m.get("std") is not None:
-        text += f" ({m['std']:.2f})"
-    return text
-
-
-def _latest_per_job(records: Iterable[dict[str, Any]], seed: int | None) -> tuple[dict[tuple[str, str], dict], list[int]]:
-    """(entry, cell) -> record for the chosen seed (default: the lowest seed present)."""
-    records = list(records)
-    seeds = sorted({r["seed"] for r in records})
-    if not seeds:
-        return {}, []
-    chosen = seeds[0] if seed is None else seed
-    if chosen not in seeds:
-        raise BenchmarkError(f"no records for seed {chosen}; seeds present: {seeds}")
-    return {(r["entry"]["name"], r["cell"]["name"]): r for r in records if r["seed"] == chosen}, seeds
-
-
-def _data_note(records: Iterable[dict[str, Any]]) -> tuple[bool, str]:
+def _data_note(records: Iterable[Mapping[str, Any]]) -> tuple[bool, str]:
     kinds = {(r["data"]["kind"], r["data"].get("generator_version", ""), r["data"].get("seed")) for r in records}
-    real = all(k[0] == "real" for k in kinds)
-    if real:
+    if all(k[0] == "real" for k in kinds):
         return True, "Data: real dataset."
     gens = ", ".join(sorted(f"{g or '?'} (seed {s})" for kind, g, s in kinds if kind == "synthetic"))
-    return False, f"Data: embedded SYNTHETIC dataset [{gens}]. Published numbers are not shown: they are not comparable."
+    return False, f"Data: embedded SYNTHETIC dataset [{gens}]; these numbers say nothing about the real dataset, and published numbers are not shown beside them."
+
+
+@dataclass
+class _Doc:
+    """What one rendering needs: the spec, the job groups, cached summaries and the notes so far."""
+
+    spec: TaskSpec
+    profile: str
+    fmt: str
+    groups: dict[tuple[str, str], JobGroup]
+    cache: StatsCache
+    data_note: str
+    real: bool
+    notes: list[str] = field(default_factory=list)
+    _summaries: dict[tuple[str, str, str], Summary | str] = field(default_factory=dict)
+
+    def summary(self, entry: str, cell: str, metric: str) -> Summary | str | None:
+        """The aggregated summary, an error text when it cannot be computed, or None (no job)."""
+        group = self.groups.get((entry, cell))
+        if group is None:
+            return None
+        key = (entry, cell, metric)
+        if key not in self._summaries:
+            try:
+                self._summaries[key] = summarize(self.spec, self.cache, group, metric)
+            except (BenchmarkError, ValueError, KeyError) as exc:
+                self._summaries[key] = f"not computed: {exc}"
+        return self._summaries[key]
+
+    def majority_seeds(self) -> list[int]:
+        counts: dict[tuple[int, ...], int] = {}
+        for g in self.groups.values():
+            counts[tuple(g.seeds)] = counts.get(tuple(g.seeds), 0) + 1
+        return list(max(counts, key=lambda s: (counts[s], len(s)))) if counts else []
 
 
 def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", seed: int | None = None, extended: bool = False) -> str:
-    """Every table of ``task`` at ``profile`` plus the throughput table, as one document."""
+    """Every table of ``task`` at ``profile``, its comparisons and throughput, as one document."""
     if fmt not in FORMATS:
         raise BenchmarkError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    spec = task.spec
+    spec: TaskSpec = task.spec
     store = ResultStore(results_dir)
-    records = [r for r in store.records(spec.name, profile)]
+    records = list(store.records(spec.name, profile))
     if not records:
         raise BenchmarkError(f"no results for task {spec.name!r} at profile {profile!r} under {results_dir}; run `python -m benchmark run --task {spec.name} --profile {profile}` first")
-    ok = [r for r in records if r.get("status") == "ok"]
-    jobs, seeds = _latest_per_job(ok, seed)
-    failed = [r for r in records if r.get("status") != "ok"]
+    groups = group_jobs(records, seed)
+    if seed is not None and not groups:
+        present = sorted({int(r["seed"]) for r in records})
+        raise BenchmarkError(f"no ok records for seed {seed}; seeds present: {present}")
+    ok = [r for g in groups.values() for r in g.records]
     real, note = _data_note(ok or records)
-    paper = paper_numbers(results_dir, spec.name) if real else []
-    entries = sorted({e for e, _ in jobs}, key=lambda e: (e != "s4", e))
-    parts: list[str] = []
+    doc = _Doc(spec, profile, fmt, groups, StatsCache(store), note, real)
     if fmt == "csv":
-        return _render_csv(jobs)
-    for table_id, table in spec.table_specs().items():
-        cells = [spec.cell(c) for c in table.cells]
-        shown = [e for e in entries if not table.entries or e in table.entries]
-        if not any((e, c.name) in jobs for e in shown for c in cells):
-            continue
-        if spec.family == "segmentation":
-            headers, rows = _pivot(spec.metric.name, shown, cells, jobs, paper, table_id)
-        else:
-            headers, rows = _long(spec.metric.name, shown, cells, jobs, paper, table_id, extended)
-        parts.append(_heading(f"{spec.name} — {table.title} ({spec.metric.name}, profile {profile}, seed {seeds[0] if seed is None else seed})", fmt))
-        parts.append(tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
-        if spec.family != "segmentation" and not extended and spec.extended_table:
-            headers, rows = _long(spec.metric.name, shown, cells, jobs, [], table_id, True)
-            parts.append(_heading(f"{spec.name} — {table.title}, every metric (profile {profile})", fmt))
-            parts.append(tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
-    if spec.comparisons:
-        rows = _comparisons(task, results_dir, profile, entries, jobs, seeds[0] if seed is None else seed)
-        if rows:
-            parts.append(_heading(f"{spec.name} — paired comparisons ({spec.metric.name}, profile {profile})", fmt))
-            unit = " (points)" if _scale(spec.metric.name) != 1 else ""
-            parts.append(tabulate(rows, headers=["comparison", "a", "b", f"{spec.metric.name}(a) − {spec.metric.name}(b){unit}", "P(a > b)", "units"],
-                                  tablefmt=_TABULATE_FMT[fmt], disable_numparse=True))
-    parts.append(_heading(f"{spec.name} — throughput (profile {profile})", fmt))
-    parts.append(_throughput(jobs, fmt))
-    notes = [note, f"Intervals: {spec.bootstrap.resamples}-resample {spec.bootstrap.method} bootstrap, {int(spec.bootstrap.level * 100)} %, unit = {spec.bootstrap.unit}."]
-    if len(seeds) > 1:
-        notes.append(f"Seeds with records: {seeds}; pick one with --seed.")
-    for r in failed:
-        notes.append(f"FAILED {r['entry']['name']} / {r['cell']['name']} seed {r['seed']}: {r.get('error', '?')}")
-    parts.append("\n".join(f"- {n}" if fmt == "markdown" else f"% {n}" for n in notes))
-    return "\n\n".join(parts) + "\n"
+        return _metrics_csv(doc)
+    if fmt == "comparisons-csv":
+        return _comparisons_csv(doc)
+    return _document(doc, paper_numbers(results_dir, spec.name) if real else [], extended,
+                     [r for r in records if r.get("status") != "ok" and (seed is None or int(r["seed"]) == seed)])
 
 
-def _comparisons(task: Any, results_dir: Path, profile: str, entries: list[str], jobs: dict, seed: int) -> list[list[str]]:
-    """One row per (declared comparison, entry with both jobs): the paired bootstrap difference."""
-    from .compare import compare_jobs
+# --------------------------------------------------------------------------- text
+def _entries(doc: _Doc) -> list[str]:
+    return sorted({e for e, _ in doc.groups}, key=lambda e: (e != "s4", e))
 
-    rows = []
-    for comp in task.spec.comparisons:
+
+def _interval(s: Summary, scale: float, digits: int, majority: list[int]) -> str:
+    text = f"{scale * s.estimate:.{digits}f} [{scale * s.low:.{digits}f}, {scale * s.high:.{digits}f}]"
+    if s.seed_sd is not None:
+        text += f" sd {scale * s.seed_sd:.{digits}f}"
+    if s.seeds != majority:
+        text += f" (seeds {','.join(map(str, s.seeds))})"
+    if s.flag:
+        text = f"{s.flag}: {text}"
+    return text
+
+
+def _value(doc: _Doc, entry: str, cell: str, metric: str, digits: int) -> str:
+    s = doc.summary(entry, cell, metric)
+    if s is None:
+        return "–"
+    if isinstance(s, str):
+        return s
+    if s.flag == "deterministic":
+        return "– (deterministic)"
+    _, _, scale = metric_label(doc.spec, metric)
+    return _interval(s, scale, digits, doc.majority_seeds())
+
+
+def _units_phrase(doc: _Doc, cells: list[Cell], entries: list[str]) -> str:
+    """'30 test patches' (or a range when jobs scored different numbers of units)."""
+    counts = set()
+    for e in entries:
+        for c in cells:
+            s = doc.summary(e, c.name, doc.spec.metric.name)
+            if isinstance(s, Summary):
+                counts.add(s.n_units)
+    if not counts:
+        return ""
+    unit = doc.spec.bootstrap.unit
+    lo, hi = min(counts), max(counts)
+    if lo < doc.spec.bootstrap.min_units:
+        doc.notes.append(f"Only {lo} test {unit}s: percentile intervals over fewer than {doc.spec.bootstrap.min_units} units can under-cover; "
+                         f"comparisons add a sign-flip p over {unit}s.")
+    return f"{lo} test {unit}s" if lo == hi else f"{lo}–{hi} test {unit}s"
+
+
+def _table(doc: _Doc, table_id: str, title: str, cells: list[Cell], entries: list[str], paper: list[dict[str, str]], metrics: list[str]) -> tuple[str, list[str], list[list[str]]]:
+    spec = doc.spec
+    label, unit, _ = metric_label(spec, spec.metric.name)
+    level = int(round(100 * spec.bootstrap.level))
+    seeds = doc.majority_seeds()
+    heading = (f"{spec.name} — {title}: {label} {unit} [{level} % CI], profile {doc.profile}, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+               f"{_units_phrase(doc, cells, entries)}")
+    if spec.family == "segmentation":
+        headers = ["entry"]
+        for c in cells:
+            headers.append(f"{c.title} ({label} {unit})")
+            if paper:
+                headers.append(f"{c.title} (paper)")
+        rows = []
         for e in entries:
-            a, b = (e, comp.a), (comp.b_entry or e, comp.b)
-            if a == b or a not in jobs or b not in jobs:
+            if not any((e, c.name) in doc.groups for c in cells):
                 continue
-            try:
-                c = compare_jobs(task, results_dir, profile, "/".join(a), "/".join(b), seed=seed)
-            except BenchmarkError as exc:  # one unreadable pair must not hide the tables
-                rows.append([comp.title, "/".join(a), "/".join(b), f"not computed: {exc}", "–", "–"])
+            row = [e]
+            for c in cells:
+                row.append(_value(doc, e, c.name, spec.metric.name, 1))
+                if paper:
+                    row.append(_paper_value(paper, table_id, e, c.name))
+            rows.append(row)
+        return heading, headers, rows
+    params = [k for k in dict.fromkeys(k for c in cells for k in c.params) if k != "hparams"]
+    headers = ["entry", "cell", *params]
+    for m in metrics:
+        m_label, m_unit, _ = metric_label(spec, m)
+        headers.append(f"{m_label} ({m_unit})" if m != spec.metric.name else f"{m_label} {m_unit} [{level} % CI over {spec.bootstrap.unit}s] sd over seeds")
+    if spec.metric.name in metrics:
+        headers.append(f"{spec.bootstrap.unit}s")
+    if paper:
+        headers.append("paper")
+    rows = []
+    for e in entries:
+        for c in cells:
+            if (e, c.name) not in doc.groups:
                 continue
-            r = c.result
-            prob = (getattr(r, "extra", None) or {}).get("prob_positive")
-            units = str(c.n_units) if c.n_units == c.n_units_a == c.n_units_b else f"{c.n_units} shared of {c.n_units_a} / {c.n_units_b}"
-            rows.append([comp.title, "/".join(a), "/".join(b), _signed(r.estimate, r.low, r.high, _scale(task.spec.metric.name)),
-                         "–" if prob is None else f"{prob:.3f}", units])
-    return rows
-
-
-def _signed(estimate: float, low: float, high: float, scale: float) -> str:
-    return f"{scale * estimate:+.2f} [{scale * low:+.2f}, {scale * high:+.2f}]"
-
-
-def _heading(text: str, fmt: str) -> str:
-    return f"### {text}" if fmt == "markdown" else f"% {text}"
+            row = [e, c.name, *[("all" if c.params.get(k) is None else str(c.params.get(k))) for k in params]]
+            row += [_value(doc, e, c.name, m, 2) for m in metrics]
+            if spec.metric.name in metrics:
+                s = doc.summary(e, c.name, spec.metric.name)
+                row.append(str(s.n_units) if isinstance(s, Summary) else "–")
+            if paper:
+                row.append(_paper_value(paper, table_id, e, c.name))
+            rows.append(row)
+    return heading, headers, rows
 
 
 def _paper_value(paper: list[dict[str, str]], table: str, entry: str, cell: str) -> str:
@@ -165,69 +237,110 @@ def _paper_value(paper: list[dict[str, str]], table: str, entry: str, cell: str)
     return "–"
 
 
-def _pivot(metric: str, entries: list[str], cells: list, jobs: dict, paper: list, table_id: str) -> tuple[list[str], list[list[str]]]:
-    headers = ["entry"]
-    for c in cells:
-        headers.append(c.name)
-        if paper:
-            headers.append(f"{c.name} (paper)")
-    rows = []
-    for e in entries:
-        if not any((e, c.name) in jobs for c in cells):
+def _document(doc: _Doc, paper: list[dict[str, str]], extended: bool, failed: list[dict[str, Any]]) -> str:
+    spec = doc.spec
+    entries = _entries(doc)
+    parts: list[str] = []
+    main = [spec.metric.name]
+    every = [m for m in metric_names(spec, _members(doc)) if m != spec.metric.name]
+    if spec.family == "reconstruction" and spec.bootstrap.cluster:
+        main.append(ROWS_IID)
+    for table_id, table in spec.table_specs().items():
+        cells = [spec.cell(c) for c in table.cells]
+        shown = [e for e in entries if not table.entries or e in table.entries]
+        if not any((e, c.name) in doc.groups for e in shown for c in cells):
             continue
-        row = [e]
-        for c in cells:
-            rec = jobs.get((e, c.name))
-            row.append(fmt_metric(metric, rec["metrics"].get(metric)) if rec else "–")
-            if paper:
-                row.append(_paper_value(paper, table_id, e, c.name))
-        rows.append(row)
-    return headers, rows
+        metrics = main + (every if extended and spec.family == "reconstruction" else [])
+        parts.append(_emit(doc, *_table(doc, table_id, table.title, cells, shown, paper, metrics)))
+        if spec.family == "reconstruction" and not extended and spec.extended_table:
+            heading, headers, rows = _table(doc, table_id, f"{table.title}, every metric", cells, shown, [], every)
+            parts.append(_emit(doc, heading, headers, rows))
+    if spec.comparisons:
+        comparison_rows = _comparison_rows(doc)
+        if comparison_rows:
+            label, unit, _ = metric_label(spec, spec.metric.name)
+            points = " points" if unit == "%" else f" {unit}"
+            headers = ["comparison", "a", "b", f"{label}(a) − {label}(b){points} [CI]", "P(a better)", "p", "p (Holm)", "p method", "units", "seeds a/b"]
+            parts.append(_emit(doc, f"{spec.name} — paired comparisons ({label}{points}, profile {doc.profile})", headers, comparison_rows))
+            direction = "higher" if spec.metric.higher_is_better else "lower"
+            doc.notes.append(f"Comparisons: {spec.bootstrap.comparison_resamples}-resample two-level paired bootstrap; P(a better) = share of resamples "
+                             f"in which a is better ({label}: {direction} is better); p is two-sided; Holm's adjustment runs within each comparison family "
+                             "(one declared comparison across entries).")
+    parts.append(_emit(doc, f"{spec.name} — throughput (profile {doc.profile}, every seed)", *_throughput(doc)))
+    level = int(round(100 * spec.bootstrap.level))
+    unit_text = spec.bootstrap.unit + (f" (rows = {spec.bootstrap.row_unit} grouped by {spec.bootstrap.cluster})" if spec.bootstrap.cluster else "")
+    notes = [doc.data_note,
+             f"Intervals: {level} % two-level percentile bootstrap ({spec.bootstrap.resamples} resamples): seeds drawn with replacement × "
+             f"resampling unit = {unit_text}; value = mean over seeds; sd = between-seed standard deviation.",
+             *dict.fromkeys(doc.notes)]
+    if spec.family == "segmentation":
+        notes.append(f"mIoU class set ({spec.metric.absent_class_policy}): the classes present in the test labels, the same in every resample and on "
+                     "both sides of a comparison. 'constant (class k)' marks a job predicting one class on ≥ 99 % of pixels.")
+    seed_sets = {tuple(g.seeds) for g in doc.groups.values()}
+    if len(seed_sets) > 1:
+        notes.append(f"Seed sets differ between jobs: {', '.join(sorted(str(list(s)) for s in seed_sets))}; cells with other seeds than "
+                     f"{doc.majority_seeds()} say which.")
+    for r in failed:
+        notes.append(f"FAILED {r['entry']['name']} / {r['cell']['name']} seed {r['seed']}: {r.get('error', '?')}")
+    parts.append(_notes(doc, notes))
+    return "\n\n".join(parts) + "\n"
 
 
-def _long(metric: str, entries: list[str], cells: list, jobs: dict, paper: list, table_id: str, extended: bool) -> tuple[list[str], list[list[str]]]:
-    param_keys: list[str] = []
-    for c in cells:
-        for k in c.params:
-            if k != "hparams" and k not in param_keys:
-                param_keys.append(k)
-    extra_metrics: list[str] = []
-    if extended:
-        for rec in jobs.values():
-            for m in rec["metrics"]:
-                if m != metric and m not in extra_metrics:
-                    extra_metrics.append(m)
-    headers = ["entry", "cell", *param_keys, metric, *extra_metrics] + (["paper"] if paper else [])
-    rows = []
-    for e in entries:
-        for c in cells:
-            rec = jobs.get((e, c.name))
-            if rec is None:
+def _members(doc: _Doc) -> int | None:
+    return next((g.members for g in doc.groups.values() if g.members), None)
+
+
+def _comparison_rows(doc: _Doc) -> list[list[str]]:
+    out: list[list[str]] = []
+    for _, comps in _comparison_families(doc):
+        _, unit, scale = metric_label(doc.spec, doc.spec.metric.name)
+        digits = 1 if unit == "%" else 2
+        adjusted = holm([c.p_value if isinstance(c, PairedSummary) else np.nan for _, c in comps])
+        for (title, c), p_holm in zip(comps, adjusted, strict=True):
+            if isinstance(c, str):
+                out.append([title, "–", "–", c, "–", "–", "–", "–", "–", "–"])
                 continue
-            row = [e, c.name, *[_fmt_param(c.params.get(k)) for k in param_keys], fmt_metric(metric, rec["metrics"].get(metric))]
-            row += [fmt_metric(m, rec["metrics"].get(m)) for m in extra_metrics]
-            if paper:
-                row.append(_paper_value(paper, table_id, e, c.name))
-            rows.append(row)
-    return headers, rows
+            units = str(c.n_units) if c.n_units == c.n_units_a == c.n_units_b else f"{c.n_units} shared of {c.n_units_a} / {c.n_units_b}"
+            out.append([title, f"{c.a.entry}/{c.a.cell}", f"{c.b.entry}/{c.b.cell}",
+                        f"{scale * c.estimate:+.{digits}f} [{scale * c.low:+.{digits}f}, {scale * c.high:+.{digits}f}]",
+                        f"{c.prob_better:.3f}", _p(c.p_value), _p(p_holm), c.p_method, units,
+                        f"{len(c.a.seeds)}/{len(c.b.seeds)}"])
+    return out
 
 
-def _fmt_param(v: Any) -> str:
-    return "all" if v is None else str(v)
+def _p(p: float) -> str:
+    return "–" if p is None or not np.isfinite(p) else f"{p:.4f}"
+
+
+def _comparison_families(doc: _Doc) -> list[tuple[str, list[tuple[str, PairedSummary | str]]]]:
+    """Per declared comparison (a family), one paired summary per entry that has both jobs."""
+    families = []
+    for comp in doc.spec.comparisons:
+        rows: list[tuple[str, PairedSummary | str]] = []
+        for e in _entries(doc):
+            a, b = (e, comp.a), (comp.b_entry or e, comp.b)
+            if a == b or a not in doc.groups or b not in doc.groups:
+                continue
+            try:
+                rows.append((comp.title, compare_groups(doc.spec, doc.cache, doc.groups[a], doc.groups[b])))
+            except (BenchmarkError, ValueError, KeyError) as exc:  # one unreadable pair must not hide the tables
+                rows.append((comp.title, f"{'/'.join(a)} vs {'/'.join(b)} not computed: {exc}"))
+        if rows:
+            families.append((comp.title, rows))
+    return families
 
 
 def _num(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{x:,.{digits}f}"
 
 
-def _throughput(jobs: dict, fmt: str) -> str:
+def _throughput(doc: _Doc) -> tuple[list[str], list[list[str]]]:
     by_entry: dict[str, list[dict]] = {}
-    for (entry, _), rec in jobs.items():
-        by_entry.setdefault(entry, []).append(rec)
+    for (entry, _), group in doc.groups.items():
+        by_entry.setdefault(entry, []).extend(group.records)
     rows = []
     for entry in sorted(by_entry):
-        recs = by_entry[entry]
-        tps = [r["throughput"] for r in recs]
+        tps = [r["throughput"] for r in by_entry[entry]]
         infer = [t["infer_samples_per_s"] for t in tps if t.get("infer_samples_per_s")]
         stages = [t.get("train_samples_per_s") or {} for t in tps]
         pretrain = [v for st in stages for k, v in st.items() if k == "pretrain"]
@@ -246,15 +359,84 @@ def _throughput(jobs: dict, fmt: str) -> str:
         ])
     # medians over the jobs that ran the stage (a pre-training reused from a checkpoint is not timed)
     headers = ["entry", "pre-train samples/s", "train samples/s", "inference samples/s", "peak memory MB", "parameters", "FLOPs/sample", "device"]
-    return tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[fmt], disable_numparse=True)
+    return headers, rows
 
 
-def _render_csv(jobs: dict) -> str:
+# --------------------------------------------------------------------------- formats
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "−": "-", "≥": r"$\geq$", "×": r"$\times$"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def _emit(doc: _Doc, heading: str, headers: list[str], rows: list[list[str]]) -> str:
+    body = tabulate(rows, headers=headers, tablefmt=_TABULATE_FMT[doc.fmt], disable_numparse=True)
+    if doc.fmt == "markdown":
+        return f"### {heading}\n\n{body}"
+    # LaTeX: a float whose caption carries the data notice, so it survives into the PDF
+    return ("\\begin{table}[ht]\n\\centering\n\\footnotesize\n" + body.replace("–", "--").replace("−", "-")
+            + f"\n\\caption{{{_latex_escape(heading)}. {_latex_escape(doc.data_note)}}}\n\\end{{table}}")
+
+
+def _notes(doc: _Doc, notes: list[str]) -> str:
+    if doc.fmt == "markdown":
+        return "\n".join(f"- {n}" for n in notes)
+    items = "\n".join(f"  \\item {_latex_escape(n)}" for n in notes)
+    return f"\\begin{{itemize}}\n{items}\n\\end{{itemize}}"
+
+
+def _data_kind(doc: _Doc) -> str:
+    return "real" if doc.real else "synthetic"
+
+
+def _metrics_csv(doc: _Doc) -> str:
+    """One row per (entry, cell, metric), in table units, with the interval's unit and seeds."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["entry", "cell", "seed", "metric", "estimate", "low", "high", "std", "level", "resamples", "data"])
-    for (entry, cell), rec in sorted(jobs.items()):
-        for name, m in rec["metrics"].items():
-            writer.writerow([entry, cell, rec["seed"], name, m.get("estimate"), m.get("low"), m.get("high"), m.get("std", ""),
-                             m.get("level"), m.get("n_resamples"), rec["data"]["kind"]])
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["task", "profile", "entry", "cell", "cell_label", "metric", "unit", "estimate", "low", "high", "level", "interval_unit",
+                     "n_units", "n_seeds", "seeds", "seed_sd", "resamples", "flag", "data"])
+    spec = doc.spec
+    names = list(metric_names(spec, _members(doc)))
+    if spec.family == "reconstruction" and spec.bootstrap.cluster:
+        names.insert(1, ROWS_IID)
+    for (entry, cell), _ in doc.groups.items():
+        label = spec.cell(cell).title if cell in {c.name for c in spec.cells} else cell
+        for m in names:
+            s = doc.summary(entry, cell, m)
+            if not isinstance(s, Summary):
+                continue
+            _, unit, scale = metric_label(spec, m)
+            sd = "" if s.seed_sd is None else _g(scale * s.seed_sd)
+            interval_unit = "row" if m == ROWS_IID else s.interval_unit
+            writer.writerow([spec.name, doc.profile, entry, cell, label, m, unit, _g(scale * s.estimate), _g(scale * s.low), _g(scale * s.high),
+                             s.level, interval_unit, s.n_units, s.n_seeds, " ".join(map(str, s.seeds)), sd, s.n_resamples, s.flag or "",
+                             _data_kind(doc)])
+    return buf.getvalue()
+
+
+def _g(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _comparisons_csv(doc: _Doc) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["task", "profile", "family", "a", "b", "metric", "unit", "estimate", "low", "high", "level", "prob_a_better", "p_value",
+                     "p_holm", "p_bootstrap", "p_bootstrap_resolution", "p_sign_flip", "p_sign_flip_resolution", "resamples", "interval_unit",
+                     "n_units", "n_seeds_a", "n_seeds_b", "data"])
+    spec = doc.spec
+    _, unit, scale = metric_label(spec, spec.metric.name)
+    for family, comps in _comparison_families(doc):
+        adjusted = holm([c.p_value if isinstance(c, PairedSummary) else np.nan for _, c in comps])
+        for (_, c), p_holm in zip(comps, adjusted, strict=True):
+            if isinstance(c, str):
+                continue
+            flip = "" if c.p_sign_flip is None else _g(c.p_sign_flip)
+            flip_res = "" if c.p_sign_flip_resolution is None else _g(c.p_sign_flip_resolution)
+            writer.writerow([spec.name, doc.profile, family, f"{c.a.entry}/{c.a.cell}", f"{c.b.entry}/{c.b.cell}", c.metric, unit,
+                             _g(scale * c.estimate), _g(scale * c.low), _g(scale * c.high), c.level, _g(c.prob_better), _g(c.p_value),
+                             _g(float(p_holm)), _g(c.p_bootstrap), _g(c.p_resolution), flip, flip_res, c.n_resamples, c.interval_unit,
+                             c.n_units, len(c.a.seeds), len(c.b.seeds), _data_kind(doc)])
     return buf.getvalue()

@@ -24,8 +24,17 @@ from benchmark.metrics import bootstrap, confusion_matrix, crps_ensemble, mean_s
 CRPS_GROUP = "crps obs[200,16384] ens[10,200,16384] float32"
 
 
+def properscoring_uses_numba() -> bool:
+    """properscoring falls back to a NumPy kernel without numba, ~7x slower: a ratio against
+    it would flatter ours, so the speed comparisons require the numba gufunc."""
+    import properscoring._crps as ps_crps
+
+    return type(ps_crps._crps_ensemble_core).__module__.startswith("numba")
+
+
 @pytest.fixture(scope="module")
 def crps_data() -> dict[str, object]:
+    assert properscoring_uses_numba(), "properscoring is not using its numba kernel (pip install numba): the CRPS ratio would be meaningless"
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((200, 16384), dtype=np.float32)
     ens = rng.standard_normal((10, 200, 16384), dtype=np.float32)

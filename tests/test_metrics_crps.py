@@ -78,6 +78,40 @@ def test_float32_stays_float32_and_is_accurate(estimator: str) -> None:
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.parametrize("estimator", ["standard", "fair"])
+@pytest.mark.parametrize("m", [1, 2, 3, 10, 17, 65])
+def test_float32_at_brightness_temperatures_matches_float64_to_1e5(m: int, estimator: str) -> None:
+    # 280 K +- 15 K in float32: without centring, the rank-weighted sum of raw members cancels
+    # from ~280 K to ~15 K and the error reached 6.7e-5 relative (issue 18). Ties, members equal
+    # to the observation, M = 1 and NaN observations are included.
+    if estimator == "fair" and m == 1:
+        pytest.skip("the fair estimator needs two members")
+    rng = np.random.default_rng(m)
+    obs = (280 + 15 * rng.standard_normal((64, 512))).astype(np.float32)
+    ens = (obs[None] + 15 * rng.standard_normal((m, 64, 512))).astype(np.float32)
+    ens[:, :4] = np.round(ens[:, :4])  # ties
+    ens[:, 4] = obs[4]  # every member equals the observation
+    obs[5, :17] = np.nan
+    got = crps_ensemble(torch.from_numpy(obs), torch.from_numpy(ens), estimator=estimator).numpy()
+    obs64, ens64 = obs.astype(np.float64), ens.astype(np.float64)
+    if estimator == "standard":
+        ref = ps.crps_ensemble(obs64, ens64, axis=0)
+    else:
+        ref = sr.crps_ensemble(obs64, ens64, m_axis=0, estimator="fair")
+    nan = np.isnan(obs)
+    assert np.isnan(got[nan]).all() and np.isfinite(got[~nan]).all()
+    # relative to the typical CRPS (~10 K): rows where every member equals the observation have
+    # a true CRPS of 0, where a relative error is undefined
+    np.testing.assert_allclose(got[~nan], ref[~nan], rtol=1e-5, atol=1e-5 * np.nanmean(np.abs(ref)))
+
+
+def test_infinite_observation_gives_infinite_crps() -> None:
+    obs = torch.tensor([np.inf, -np.inf, 1.0])
+    ens = torch.zeros(3, 3)
+    got = crps_ensemble(obs, ens)
+    assert got[0] == np.inf and got[1] == np.inf and got[2] == 1.0
+
+
 @pytest.mark.parametrize("member_dim", [0, 1, 2, -1, -2, -3])
 def test_member_dim_anywhere(member_dim: int) -> None:
     obs, ens = _data(6, shape=(13, 17))

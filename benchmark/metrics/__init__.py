@@ -1,7 +1,8 @@
 """Metric kernels working on sufficient statistics (DESIGN.md §6-7).
 
 CRPS (torch, sort-network based, standard and fair estimators), ensemble scores, confusion
-matrices / IoU, and a matrix-product bootstrap over per-unit statistics.
+matrices / IoU, a matrix-product bootstrap over per-unit statistics, and its two-level
+(seeds × units) form with p-values, a sign-flip test and Holm's adjustment.
 """
 
 from .bootstrap import (
@@ -12,9 +13,11 @@ from .bootstrap import (
     paired_difference,
     ratio_statistic,
     resample_weights,
+    truth_classes,
 )
 from .crps import ESTIMATORS, crps_ensemble
 from .ensemble import ensemble_statistics, mae, rmse, spread_skill_ratio
+from .seeded import holm, seeded_bootstrap, seeded_paired_difference, sign_flip_test
 from .segmentation import confusion_matrix, iou_from_confusion, overall_accuracy
 
 __all__ = [
@@ -33,5 +36,10 @@ __all__ = [
     "ratio_statistic",
     "resample_weights",
     "rmse",
+    "holm",
+    "seeded_bootstrap",
+    "seeded_paired_difference",
+    "sign_flip_test",
     "spread_skill_ratio",
+    "truth_classes",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "paired_difference",
     "ratio_statistic",
     "resample_weights",
+    "truth_classes",
 ]
 
 METHODS: tuple[str, ...] = ("percentile", "bca")
@@ -360,13 +361,24 @@ def ratio_statistic(numerator: int, denominator: int) -> Statistic:
     return ratio
 
 
-def miou_statistic(num_classes: int, *, classes: Sequence[int] | None = None) -> Statistic:
+def miou_statistic(num_classes: int, *, classes: Sequence[int] | None = None, fixed: bool = False) -> Statistic:
     """Mean IoU of summed confusion matrices given as ``[..., K, K]`` or flattened ``[..., K*K]``.
 
-    Classes absent from a (resampled) sum are left out of its mean; ``classes`` restricts the
-    mean to a subset, as in :func:`iou_from_confusion`.
+    Default (``fixed=False``): classes absent from a (resampled) sum are left out of its mean;
+    ``classes`` restricts the mean to a subset, as in :func:`iou_from_confusion`.
+
+    ``fixed=True`` (what the benchmark reports): the mean runs over exactly ``classes`` in every
+    replicate, so every replicate and both sides of a comparison average the same class set. A
+    class of the set whose union is empty in some resample (neither true nor predicted there)
+    counts IoU 0, the ``zero_division=0`` convention of scikit-learn's and torchmetrics' Jaccard.
     """
     k = int(num_classes)
+    if fixed:
+        if classes is None or len(classes) == 0:
+            raise ValueError("a fixed class set needs at least one class")
+        chosen = np.asarray(list(classes), dtype=np.intp)
+        if chosen.min() < 0 or chosen.max() >= k:
+            raise ValueError(f"classes {chosen.tolist()} outside [0, {k})")
 
     def miou(summed: np.ndarray) -> np.ndarray:
         s = np.asarray(summed)
@@ -374,6 +386,19 @@ def miou_statistic(num_classes: int, *, classes: Sequence[int] | None = None) ->
             if s.shape[-1] != k * k:
                 raise ValueError(f"expected summed confusion matrices [..., {k}, {k}] or [..., {k * k}], got {s.shape}")
             s = s.reshape(*s.shape[:-1], k, k)
-        return iou_from_confusion(s, classes=classes)[1]
+        if not fixed:
+            return iou_from_confusion(s, classes=classes)[1]
+        tp = np.diagonal(s, axis1=-2, axis2=-1)
+        denom = s.sum(-1) + s.sum(-2) - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), 0.0)
+        return iou[..., chosen].mean(-1)
 
     return miou
+
+
+def truth_classes(confusion: Any) -> list[int]:
+    """Classes with at least one true (counted) pixel in ``confusion [..., K, K]`` (rows = truth)."""
+    cm = np.asarray(confusion)
+    rows = cm.reshape(-1, cm.shape[-2], cm.shape[-1]).sum(0).sum(-1)
+    return [int(i) for i in np.flatnonzero(rows > 0)]

@@ -1,7 +1,7 @@
 """Reconstruction protocol: fit (shared between cells), sample an ensemble, CRPS in physical units.
 
-The unit of the bootstrap is a (sample, channel) row, as in the TC-PRIMED paper; rows carry the
-task's cluster id (the storm) so a cluster bootstrap can be computed too. Task hooks used:
+Scored rows are (sample, channel) pairs, as in the TC-PRIMED paper; they carry the task's cluster
+id (the storm), the unit the headline intervals resample (rows of one storm are not independent). Task hooks used:
 ``windows(data, split, cell, ctx)``, ``collate``, ``target(batch) -> [B, C, H, W]`` (normalized,
 NaN where not observed), ``inputs(batch)`` (the batch with the target's values hidden: what the
 entry sees), ``denormalize(x, batch)`` for tensors shaped ``[..., B, C, H, W]``,
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
-from ..metrics import bootstrap, crps_ensemble
+from ..metrics import crps_ensemble
+from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_samples
 from . import JobOutput
@@ -47,37 +48,11 @@ def row_statistics(obs: torch.Tensor, ens: torch.Tensor) -> dict[str, torch.Tens
 
 
 def score_rows(rows: dict[str, np.ndarray], spec: TaskSpec, members: int) -> dict[str, dict[str, Any]]:
-    """CRPS (standard and fair), MAE, RMSE and spread-skill ratio with bootstrap intervals over rows."""
-    bs = spec.bootstrap
-    kw = dict(n_resamples=bs.resamples, level=bs.level, seed=bs.seed, method=bs.method)
-    ones = np.ones_like(rows["crps"], dtype=np.float64)
-
-    def mean_of(col: np.ndarray) -> np.ndarray:
-        return np.stack([col.astype(np.float64), ones], axis=1)
-
-    def ratio(s: np.ndarray) -> np.ndarray:
-        return s[..., 0] / s[..., 1]
-
-    out: dict[str, dict[str, Any]] = {}
-    crps = bootstrap(mean_of(rows["crps"]), ratio, **kw).to_dict()
-    crps["std"] = float(np.std(rows["crps"], ddof=1)) if len(rows["crps"]) > 1 else 0.0
-    crps["estimator"] = "standard"
-    crps["members"] = members
-    out["crps"] = crps
-    if bs.cluster:
-        out[f"crps_cluster_{bs.cluster}"] = bootstrap(mean_of(rows["crps"]), ratio, clusters=rows["cluster"], **kw).to_dict()
-    if members > 1:
-        fair = bootstrap(mean_of(rows["crps_fair"]), ratio, **kw).to_dict()
-        fair["std"] = float(np.std(rows["crps_fair"], ddof=1)) if len(rows["crps"]) > 1 else 0.0
-        fair["estimator"] = "fair"
-        out["crps_fair"] = fair
-    out["mae"] = bootstrap(mean_of(rows["abs_error"]), ratio, **kw).to_dict()
-    out["rmse"] = bootstrap(mean_of(rows["sq_error"]), lambda s: np.sqrt(s[..., 0] / s[..., 1]), **kw).to_dict()
-    if members > 1:
-        ssr_stats = np.stack([rows["ens_var"], rows["sq_error"]], axis=1).astype(np.float64)
-        factor = (members + 1) / members
-        out["spread_skill"] = bootstrap(ssr_stats, lambda s: np.sqrt(factor * s[..., 0] / s[..., 1]), **kw).to_dict()
-    return out
+    """CRPS (standard and fair), MAE, RMSE and spread-skill with storm-cluster intervals (the
+    task's unit), plus the paper's interval over rows as if independent (``crps_rows_iid``)."""
+    metrics = score_job(spec, rows, members)
+    check_defined(spec, metrics)
+    return metrics
 
 
 def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunContext) -> JobOutput:

@@ -13,13 +13,8 @@ import numpy as np
 import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
-from ..metrics import (
-    bootstrap,
-    confusion_matrix,
-    iou_from_confusion,
-    miou_statistic,
-    overall_accuracy,
-)
+from ..metrics import confusion_matrix
+from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_logits
 from . import JobOutput
@@ -29,27 +24,11 @@ def _loader(dataset: Any, task: Any, batch_size: int) -> torch.utils.data.DataLo
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(task, "collate", None))
 
 
-def score_confusions(cms: np.ndarray, spec: TaskSpec, clusters: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
-    """mIoU and overall accuracy with bootstrap intervals from per-unit confusion matrices [N, K, K]."""
-    bs = spec.bootstrap
-    k = cms.shape[-1]
-    kwargs = dict(n_resamples=bs.resamples, level=bs.level, seed=bs.seed, method=bs.method)
-    miou = bootstrap(cms, miou_statistic(k), **kwargs).to_dict()
-    total = cms.sum(0)
-    per_class, _, present = iou_from_confusion(torch.as_tensor(total))
-    names = spec.metric.class_names or tuple(str(i) for i in range(k))
-    miou["per_class_iou"] = {n: (None if not bool(p) else float(v)) for n, v, p in zip(names, per_class.tolist(), present.tolist(), strict=True)}
-    miou["absent_classes"] = [n for n, p in zip(names, present.tolist(), strict=True) if not p]
-    miou["absent_class_policy"] = spec.metric.absent_class_policy
-
-    def oa_stat(summed: np.ndarray) -> np.ndarray:
-        return overall_accuracy(torch.as_tensor(summed)).numpy()
-
-    oa = bootstrap(cms, oa_stat, **kwargs).to_dict()
-    out = {"miou": miou, "overall_accuracy": oa}
-    if clusters is not None and bs.cluster:
-        out[f"miou_cluster_{bs.cluster}"] = bootstrap(cms, miou_statistic(k), clusters=clusters, **kwargs).to_dict()
-    return out
+def score_confusions(cms: np.ndarray, spec: TaskSpec) -> dict[str, dict[str, Any]]:
+    """mIoU and overall accuracy with headline intervals from per-unit confusion matrices [N, K, K]."""
+    metrics = score_job(spec, {"confusion": cms})
+    check_defined(spec, metrics)
+    return metrics
 
 
 def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunContext) -> JobOutput:

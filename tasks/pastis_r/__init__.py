@@ -34,7 +34,7 @@ FOLDS = {"train": TRAIN_FOLDS, "val": (4,), "test": (5,)}
 # S4 Fig. 6a: "different location" pre-training on South Sudan imagery, same number of series.
 DL_CELLS = tuple(
     Cell(f"{m}-{f}-dl", {"modality": m, "label_fraction": f / 100, "pretrain_source": "africa_crop_type"},
-         shared={"pretrain": "pretrain-africa_crop_type"})
+         shared={"pretrain": "pretrain-africa_crop_type"}, label=f"{m.capitalize()} {f} %, DL pre-training")
     for f in (100, 10) for m in ("radar", "optical")
 )
 MAIN_CELLS = ("radar-100", "optical-100", "radar-10", "optical-10")
@@ -46,7 +46,7 @@ SPEC = TaskSpec(
     description="PASTIS-R crop-type segmentation from S1 radar or S2 RGB series, 100 % / 10 % labels (mIoU)",
     cells=standard_cells(DL_CELLS),
     metric=MetricSpec(name="miou", num_classes=19, ignore_index=VOID, class_names=CLASS_NAMES, averaging="macro",
-                      absent_class_policy="exclude"),
+                      absent_class_policy="test-labels"),
     bootstrap=BootstrapSpec(unit="patch", method="percentile", resamples=1000, level=0.95, seed=0),
     split_files={
         "rule.json": "06b0f46bded3fe7f200c855abfc28e8e7d89b5bdcaf021ecd409d50a96a7f4c7",

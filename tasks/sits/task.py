@@ -41,7 +41,8 @@ def floor_comparisons(cells: tuple[str, ...] = ("radar-100", "optical-100", "rad
 def standard_cells(extra: tuple[Cell, ...] = ()) -> tuple[Cell, ...]:
     """Table 1 cells: radar/optical × 100 %/10 %, sharing one pre-training per entry and seed."""
     cells = tuple(
-        Cell(f"{m}-{round(f * 100)}", {"modality": m, "label_fraction": f}, shared={"pretrain": "pretrain-own"})
+        Cell(f"{m}-{round(f * 100)}", {"modality": m, "label_fraction": f}, shared={"pretrain": "pretrain-own"},
+             label=f"{m.capitalize()} {round(f * 100)} %")
         for f in LABEL_FRACTIONS for m in MODALITIES
     )
     return cells + extra
