@@ -20,7 +20,7 @@ from .contracts import TaskSpec
 from .errors import BenchmarkError
 from .metrics import seeded_bootstrap, seeded_paired_difference, sign_flip_test
 from .results import ResultStore
-from .scoring import class_set, degenerate, metric_input
+from .scoring import class_set, degenerate, metric_input, plural
 
 
 @dataclass
@@ -76,9 +76,10 @@ class PairedSummary:
     level: float
     n_resamples: int
     interval_unit: str
-    n_units: int
-    n_units_a: int
-    n_units_b: int
+    n_units: int  # resampling units (patches, tiles, storms) of the shared rows
+    n_rows: int  # scored rows both jobs share (rows = units unless the task clusters rows)
+    n_rows_a: int  # rows each job scored
+    n_rows_b: int
     p_bootstrap: float
     p_resolution: float
     prob_better: float
@@ -96,7 +97,7 @@ class PairedSummary:
         if self.p_sign_flip is None:
             return f"bootstrap (resolution {self.p_resolution:.2g})"
         kind = "exact" if self.p_sign_flip_exact else "Monte-Carlo"
-        return f"max(bootstrap, {kind} sign-flip over {self.n_units} {self.interval_unit}s; resolution {self.p_sign_flip_resolution:.2g})"
+        return f"max(bootstrap, {kind} sign-flip over {self.n_units} {plural(self.interval_unit)}; resolution {self.p_sign_flip_resolution:.2g})"
 
 
 def group_jobs(records: Iterable[Mapping[str, Any]], seed: int | None = None) -> dict[tuple[str, str], JobGroup]:
@@ -182,7 +183,7 @@ def compare_groups(spec: TaskSpec, cache: StatsCache, a: JobGroup, b: JobGroup, 
                                    clusters=clusters, higher_is_better=spec.metric.higher_is_better)
     n_units = int(res.extra["n_units"])
     out = PairedSummary(a, b, metric, float(res.estimate), float(res.low), float(res.high), res.level, res.n_resamples, unit, n_units,
-                        _n_units(raw_a), _n_units(raw_b), float(res.extra["p_value"]), float(res.extra["p_resolution"]),
+                        n, _n_rows(raw_a), _n_rows(raw_b), float(res.extra["p_value"]), float(res.extra["p_resolution"]),
                         float(res.extra["prob_better"]))
     if n_units < bs.min_units:
         flip = sign_flip_test(xa, xb, statistic, clusters=clusters, n_flips=bs.comparison_resamples, seed=bs.seed)
@@ -190,5 +191,5 @@ def compare_groups(spec: TaskSpec, cache: StatsCache, a: JobGroup, b: JobGroup, 
     return out
 
 
-def _n_units(stats: Sequence[Mapping[str, np.ndarray]]) -> int:
+def _n_rows(stats: Sequence[Mapping[str, np.ndarray]]) -> int:
     return len(np.unique(np.concatenate([np.asarray(s["unit_id"]).astype(str) for s in stats])))

@@ -49,8 +49,9 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True)
     p.add_argument("--profile", default="mini", choices=PROFILES)
     p.add_argument("--results", type=Path, default=Path("results"))
-    p.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv"))
-    p.add_argument("--seed", type=int, default=None, help="which seed's records (default: the lowest present)")
+    p.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv", "comparisons-csv"),
+                   help="markdown, latex, csv (one row per entry, cell and metric) or comparisons-csv")
+    p.add_argument("--seed", type=int, default=None, help="only this seed's records (default: every seed, aggregated)")
     p.add_argument("--extended", action="store_true", help="all metrics, not only the paper's")
     p.add_argument("--output", type=Path, default=None, help="also write the rendered text to this file")
 
@@ -62,9 +63,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", help="ENTRY/CELL of the second job")
     p.add_argument("--profile", default="mini", choices=PROFILES)
     p.add_argument("--results", type=Path, default=Path("results"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="only this seed (default: every seed of both jobs)")
     p.add_argument("--metric", default=None, help="metric to compare (default: the task's main metric)")
-    p.add_argument("--cluster", action="store_true", help="resample clusters (e.g. storms) instead of units")
+    p.add_argument("--rows-iid", action="store_true",
+                   help="resample scored rows as if independent (the TC-PRIMED paper's method) instead of the task's unit (storms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,8 +132,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = {s: sum(1 for x in summaries if x.status == s) for s in ("ok", "skipped", "failed")}
     task = registry.load_task(args.task)
     text = tables.render(task, args.results, args.profile)
-    out = args.results / task.spec.name / args.profile / "TABLES.md"
+    folder = args.results / task.spec.name / args.profile
+    out = folder / "TABLES.md"
     out.write_text(text)
+    (folder / "TABLES.csv").write_text(tables.render(task, args.results, args.profile, fmt="csv"))
+    if task.spec.comparisons:
+        (folder / "COMPARISONS.csv").write_text(tables.render(task, args.results, args.profile, fmt="comparisons-csv"))
     print(text)
     print(f"jobs: {counts['ok']} ok, {counts['skipped']} skipped (resume), {counts['failed']} failed; records under {args.results / task.spec.name / args.profile}; tables in {out}")
     for s in summaries:
@@ -155,7 +161,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_jobs
 
     task = registry.load_task(args.task)
-    result = compare_jobs(task, args.results, args.profile, args.a, args.b, seed=args.seed, metric=args.metric, cluster=args.cluster)
+    result = compare_jobs(task, args.results, args.profile, args.a, args.b, seed=args.seed, metric=args.metric, rows_iid=args.rows_iid)
     print(result.describe())
     return 0
 

@@ -1,20 +1,24 @@
-"""Paired comparisons between two stored jobs, recomputed from their per-unit statistics.
+"""``compare``: the paired difference of two stored jobs, every seed, in the table's units.
 
 Both jobs must have scored the same units (same test patches, or the same (sample, channel)
-rows); the units are aligned by id and one set of resample weights is applied to both.
+rows); units are aligned by id, one set of unit weights is applied to every seed of both, and
+intervals resample the task's unit (storms for TC-PRIMED; ``rows_iid`` gives the paper's
+interval over rows as if independent). See ``benchmark.aggregate``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .aggregate import JobGroup, PairedSummary, StatsCache, compare_groups, group_jobs
 from .errors import BenchmarkError
-from .metrics import miou_statistic, paired_difference
 from .results import ResultStore
+from .scoring import plural
+
+_SCALE = {"miou": (100.0, "points"), "overall_accuracy": (100.0, "points")}
 
 
 @dataclass
@@ -22,64 +26,53 @@ class Comparison:
     a: str
     b: str
     metric: str
-    result: Any  # BootstrapResult of metric(a) - metric(b)
-    n_units: int
-    n_units_a: int = 0  # units each job scored; the difference uses only the shared ones
-    n_units_b: int = 0
+    result: PairedSummary
+    scale: float
+    unit: str
+
+    @property
+    def n_units(self) -> int:
+        return self.result.n_units
 
     def describe(self) -> str:
         r = self.result
-        prob = (getattr(r, "extra", None) or {}).get("prob_positive")
-        tail = f"; P(a > b) over resamples = {prob:.3f}" if prob is not None else ""
-        if self.n_units_a and (self.n_units_a != self.n_units or self.n_units_b != self.n_units):
-            tail += (f"; NOTE: the jobs scored different units ({self.n_units_a} vs {self.n_units_b}); "
-                     f"only the {self.n_units} shared ones are compared")
-        return (f"{self.metric}({self.a}) - {self.metric}({self.b}) = {r.estimate:.4f} "
-                f"[{r.low:.4f}, {r.high:.4f}] ({int(r.level * 100)} % paired {r.method} bootstrap, "
-                f"{r.n_resamples} resamples, {self.n_units} shared units){tail}")
+        s, digits = self.scale, (1 if self.scale != 1 else 3)
+        text = (f"{self.metric}({self.a}) − {self.metric}({self.b}) = {s * r.estimate:+.{digits}f} {self.unit} "
+                f"[{s * r.low:+.{digits}f}, {s * r.high:+.{digits}f}] ({int(round(100 * r.level))} % two-level paired bootstrap, "
+                f"{r.n_resamples} resamples over {r.n_units} {plural(r.interval_unit)}; seeds {len(r.a.seeds)} / {len(r.b.seeds)}); "
+                f"P(a better) = {r.prob_better:.3f}; p = {r.p_value:.4f} [{r.p_method}]")
+        if r.n_rows_a != r.n_rows or r.n_rows_b != r.n_rows:
+            text += (f"; NOTE: the jobs scored different rows ({r.n_rows_a} vs {r.n_rows_b}); "
+                     f"only the {r.n_rows} shared ones are compared")
+        return text
 
 
-def _find(store: ResultStore, task: str, profile: str, job: str, seed: int) -> dict[str, Any]:
+def _group(groups: dict[tuple[str, str], JobGroup], job: str, seed: int | None) -> JobGroup:
     entry, sep, cell = job.partition("/")
     if not sep:
         raise BenchmarkError(f"job {job!r} must be ENTRY/CELL")
-    for rec in store.records(task, profile):
-        if rec["entry"]["name"] == entry and rec["cell"]["name"] == cell and rec["seed"] == seed:
-            if rec.get("status") != "ok":
-                raise BenchmarkError(f"job {job} (seed {seed}) failed: {rec.get('error')}")
-            return rec
-    raise BenchmarkError(f"no record for {job} seed {seed} at profile {profile}")
+    if (entry, cell) not in groups:
+        which = "" if seed is None else f" seed {seed}"
+        raise BenchmarkError(f"no ok record for {job}{which}")
+    return groups[(entry, cell)]
 
 
-def _statistics(metric: str, stats: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
-    if "confusion" in stats:
-        cm = stats["confusion"]
-        return cm, miou_statistic(cm.shape[-1])
-    col = {"crps": "crps", "crps_fair": "crps_fair", "mae": "abs_error"}.get(metric)
-    if col is None or col not in stats:
-        raise BenchmarkError(f"metric {metric!r} cannot be compared from stored statistics ({', '.join(stats)})")
-    values = stats[col].astype(np.float64)
-    return np.stack([values, np.ones_like(values)], axis=1), (lambda s: s[..., 0] / s[..., 1])
-
-
-def compare_jobs(task: Any, results_dir: Path, profile: str, a: str, b: str, *, seed: int = 0, metric: str | None = None, cluster: bool = False) -> Comparison:
+def compare_jobs(task: Any, results_dir: Path, profile: str, a: str, b: str, *, seed: int | None = None, metric: str | None = None,
+                 rows_iid: bool = False) -> Comparison:
+    """Paired difference ``metric(a) − metric(b)`` of two ``ENTRY/CELL`` jobs (all seeds, or one)."""
     spec = task.spec
     metric = metric or spec.metric.name
     store = ResultStore(results_dir)
-    ra, rb = (_find(store, spec.name, profile, j, seed) for j in (a, b))
-    sa, sb = store.load_stats(ra), store.load_stats(rb)
-    ids_a, ids_b = sa["unit_id"], sb["unit_id"]
-    shared = np.intersect1d(ids_a, ids_b)
-    if len(shared) == 0:
-        raise BenchmarkError(f"{a} and {b} share no scored units; a paired comparison needs the same units")
-    ia = np.searchsorted(ids_a, shared, sorter=np.argsort(ids_a))
-    ib = np.searchsorted(ids_b, shared, sorter=np.argsort(ids_b))
-    ia, ib = np.argsort(ids_a)[ia], np.argsort(ids_b)[ib]
-    xa, stat = _statistics(metric, sa)
-    xb, _ = _statistics(metric, sb)
-    clusters = sa["cluster"][ia] if cluster and "cluster" in sa else None
-    if cluster and clusters is None:
-        raise BenchmarkError("--cluster: the stored statistics carry no cluster ids")
-    bs = spec.bootstrap
-    res = paired_difference(xa[ia], xb[ib], stat, n_resamples=bs.resamples, level=bs.level, seed=bs.seed, clusters=clusters, method=bs.method)
-    return Comparison(a, b, metric, res, len(shared), len(ids_a), len(ids_b))
+    records = list(store.records(spec.name, profile))
+    failed = {(r["entry"]["name"], r["cell"]["name"]): r.get("error") for r in records if r.get("status") != "ok"}
+    groups = group_jobs(records, seed)
+    for job in (a, b):
+        key = tuple(job.partition("/")[::2])
+        if key not in groups and key in failed:
+            raise BenchmarkError(f"job {job} failed: {failed[key]}")
+    ga, gb = _group(groups, a, seed), _group(groups, b, seed)
+    if rows_iid:
+        spec = dataclasses.replace(spec, bootstrap=dataclasses.replace(spec.bootstrap, cluster=None, unit=spec.bootstrap.row_unit or "row"))
+    result = compare_groups(spec, StatsCache(store), ga, gb, metric)
+    scale, unit = _SCALE.get(metric, (1.0, spec.metric.units))
+    return Comparison(a, b, metric, result, scale, unit)

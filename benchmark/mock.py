@@ -118,7 +118,7 @@ class MockReconstructionTask:
             name="mock_reconstruction", version="1", family="reconstruction", description="in-memory mock multi-source reconstruction",
             cells=cells,
             metric=MetricSpec(name="crps", crps_estimator="standard", ensemble_size=members, units="K", higher_is_better=False),
-            bootstrap=BootstrapSpec(unit="sample-channel", resamples=200, seed=0, cluster="storm"),
+            bootstrap=BootstrapSpec(unit="storm", resamples=200, seed=0, cluster="storm", row_unit="sample-channel"),
         )
 
     def _make(self, n: int, offset: int) -> list[dict[str, Any]]:

@@ -199,6 +199,11 @@ def _describe_rows(spec: TaskSpec, stats: Mapping[str, np.ndarray], out: dict[st
         out["crps_fair"]["estimator"] = "fair"
 
 
+def plural(unit: str) -> str:
+    """'patch' -> 'patches', 'storm' -> 'storms' (for table text)."""
+    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+
+
 def check_defined(spec: TaskSpec, metrics: Mapping[str, Mapping[str, Any]]) -> None:
     """Raise when the task's main metric is undefined: such a job is failed, not an ok NaN."""
     main = metrics.get(spec.metric.name, {})

@@ -25,12 +25,20 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from .aggregate import JobGroup, PairedSummary, StatsCache, Summary, compare_groups, group_jobs, summarize
+from .aggregate import (
+    JobGroup,
+    PairedSummary,
+    StatsCache,
+    Summary,
+    compare_groups,
+    group_jobs,
+    summarize,
+)
 from .contracts import Cell, TaskSpec
 from .errors import BenchmarkError
 from .metrics import holm
 from .results import ResultStore
-from .scoring import ROWS_IID, metric_names
+from .scoring import ROWS_IID, metric_names, plural
 
 FORMATS = ("markdown", "latex", "csv", "comparisons-csv")
 _TABULATE_FMT = {"markdown": "github", "latex": "latex_booktabs"}
@@ -171,9 +179,9 @@ def _units_phrase(doc: _Doc, cells: list[Cell], entries: list[str]) -> str:
     unit = doc.spec.bootstrap.unit
     lo, hi = min(counts), max(counts)
     if lo < doc.spec.bootstrap.min_units:
-        doc.notes.append(f"Only {lo} test {unit}s: percentile intervals over fewer than {doc.spec.bootstrap.min_units} units can under-cover; "
-                         f"comparisons add a sign-flip p over {unit}s.")
-    return f"{lo} test {unit}s" if lo == hi else f"{lo}–{hi} test {unit}s"
+        doc.notes.append(f"Only {lo} test {plural(unit)}: percentile intervals over fewer than {doc.spec.bootstrap.min_units} units can under-cover; "
+                         f"comparisons add a sign-flip p over {plural(unit)}.")
+    return f"{lo} test {plural(unit)}" if lo == hi else f"{lo}–{hi} test {plural(unit)}"
 
 
 def _table(doc: _Doc, table_id: str, title: str, cells: list[Cell], entries: list[str], paper: list[dict[str, str]], metrics: list[str]) -> tuple[str, list[str], list[list[str]]]:
@@ -181,7 +189,8 @@ def _table(doc: _Doc, table_id: str, title: str, cells: list[Cell], entries: lis
     label, unit, _ = metric_label(spec, spec.metric.name)
     level = int(round(100 * spec.bootstrap.level))
     seeds = doc.majority_seeds()
-    heading = (f"{spec.name} — {title}: {label} {unit} [{level} % CI], profile {doc.profile}, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+    what = f"{label} {unit}" if spec.metric.name in metrics else "other metrics"
+    heading = (f"{spec.name} — {title}: {what} [{level} % CI], profile {doc.profile}, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
                f"{_units_phrase(doc, cells, entries)}")
     if spec.family == "segmentation":
         headers = ["entry"]
@@ -204,9 +213,10 @@ def _table(doc: _Doc, table_id: str, title: str, cells: list[Cell], entries: lis
     headers = ["entry", "cell", *params]
     for m in metrics:
         m_label, m_unit, _ = metric_label(spec, m)
-        headers.append(f"{m_label} ({m_unit})" if m != spec.metric.name else f"{m_label} {m_unit} [{level} % CI over {spec.bootstrap.unit}s] sd over seeds")
+        headers.append(f"{m_label} ({m_unit})" if m != spec.metric.name else f"{m_label} {m_unit} [{level} % CI over {plural(spec.bootstrap.unit)}] sd over seeds")
     if spec.metric.name in metrics:
-        headers.append(f"{spec.bootstrap.unit}s")
+        headers.append(f"{plural(spec.bootstrap.unit)}")
+        headers.append("std over rows (paper's '(std)')")
     if paper:
         headers.append("paper")
     rows = []
@@ -219,6 +229,8 @@ def _table(doc: _Doc, table_id: str, title: str, cells: list[Cell], entries: lis
             if spec.metric.name in metrics:
                 s = doc.summary(e, c.name, spec.metric.name)
                 row.append(str(s.n_units) if isinstance(s, Summary) else "–")
+                stds = [r["metrics"][spec.metric.name].get("std") for r in doc.groups[(e, c.name)].records]
+                row.append(_num(statistics.mean(stds), 2) if stds and None not in stds else "–")
             if paper:
                 row.append(_paper_value(paper, table_id, e, c.name))
             rows.append(row)
@@ -300,7 +312,9 @@ def _comparison_rows(doc: _Doc) -> list[list[str]]:
             if isinstance(c, str):
                 out.append([title, "–", "–", c, "–", "–", "–", "–", "–", "–"])
                 continue
-            units = str(c.n_units) if c.n_units == c.n_units_a == c.n_units_b else f"{c.n_units} shared of {c.n_units_a} / {c.n_units_b}"
+            units = f"{c.n_units} {plural(c.interval_unit)}"
+            if not c.n_rows == c.n_rows_a == c.n_rows_b:
+                units += f" ({c.n_rows} rows shared of {c.n_rows_a} / {c.n_rows_b})"
             out.append([title, f"{c.a.entry}/{c.a.cell}", f"{c.b.entry}/{c.b.cell}",
                         f"{scale * c.estimate:+.{digits}f} [{scale * c.low:+.{digits}f}, {scale * c.high:+.{digits}f}]",
                         f"{c.prob_better:.3f}", _p(c.p_value), _p(p_holm), c.p_method, units,

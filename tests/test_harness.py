@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -110,10 +112,18 @@ def test_table_renders_paper_layout_and_hides_paper_numbers_for_synthetic(seg_re
     assert "| entry" in text and "radar-100" in text and "optical-50" in text
     assert "99.9" not in text and "SYNTHETIC" in text
     assert "throughput" in text and "inference samples/s" in text and "pre-train samples/s" in text
+    assert "mIoU %" in text and "test patches" in text  # units and resampling unit in the table
     latex = tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="latex")
     assert "\\toprule" in latex
-    csv_text = tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="csv")
-    assert csv_text.splitlines()[0].startswith("entry,cell,seed,metric,estimate")
+    # the synthetic-data notice is in each caption (printed), not in a % comment
+    captions = [line for line in latex.splitlines() if line.startswith("\\caption{")]
+    assert captions and all("SYNTHETIC" in c for c in captions)
+    assert not any(line.lstrip().startswith("%") for line in latex.splitlines())
+    rows = list(csv.DictReader(io.StringIO(tables.render(registry.load_task(SEG), seg_results, "smoke", fmt="csv"))))
+    miou = [r for r in rows if r["metric"] == "miou"]
+    assert len(miou) == 4 and {r["interval_unit"] for r in miou} == {"patch"} and {r["unit"] for r in miou} == {"%"}
+    assert {r["n_units"] for r in miou} == {"6"} and {r["data"] for r in miou} == {"synthetic"}
+    assert set(rows[0]) >= {"task", "profile", "estimate", "low", "high", "seed_sd", "cell_label"}
 
 
 def test_paper_column_shown_for_real_data(seg_results: Path, tmp_path: Path) -> None:
@@ -136,37 +146,50 @@ def test_reconstruction_job_scores_crps_rows_with_clusters(tmp_path: Path) -> No
     store = ResultStore(tmp_path)
     rec = next(r for r in store.records("mock_reconstruction", "smoke") if r["cell"]["name"] == "win1h-all")
     m = rec["metrics"]
-    assert set(m) >= {"crps", "crps_fair", "crps_cluster_storm", "mae", "rmse", "spread_skill"}
+    assert set(m) >= {"crps", "crps_fair", "crps_rows_iid", "mae", "rmse", "spread_skill"}
     assert m["crps"]["members"] == 4 and m["crps"]["estimator"] == "standard"
     # fair CRPS is lower than standard for the same ensemble (it removes the finite-M spread bias)
     assert m["crps_fair"]["estimate"] < m["crps"]["estimate"]
-    # the storm-cluster interval is at least as wide as the row interval here (rows within a storm correlate)
-    width = lambda d: d["high"] - d["low"]  # noqa: E731
-    assert width(m["crps_cluster_storm"]) > 0.5 * width(m["crps"])
     stats = store.load_stats(rec)
     assert len(stats["crps"]) == 8 * 2 and set(np.unique(stats["cluster"])) <= {f"storm{i}" for i in range(3330, 3340)}
     assert float(stats["crps"].mean()) == pytest.approx(m["crps"]["estimate"])
+    # the headline interval is the storm-cluster bootstrap of the stored rows; the paper's IID one is the labelled extra
+    from benchmark.metrics import bootstrap
+
+    rows = np.stack([stats["crps"].astype(np.float64), np.ones(len(stats["crps"]))], 1)
+    cluster = bootstrap(rows, lambda s: s[..., 0] / s[..., 1], n_resamples=200, seed=0, clusters=stats["cluster"])
+    iid = bootstrap(rows, lambda s: s[..., 0] / s[..., 1], n_resamples=200, seed=0)
+    assert (m["crps"]["low"], m["crps"]["high"]) == pytest.approx((cluster.low, cluster.high))
+    assert m["crps"]["interval_unit"] == "storm" and m["crps"]["n_units"] == len(np.unique(stats["cluster"]))
+    assert (m["crps_rows_iid"]["low"], m["crps_rows_iid"]["high"]) == pytest.approx((iid.low, iid.high))
+    assert "paper method" in m["crps_rows_iid"]["label"] and m["crps_rows_iid"]["n_units"] == 16
     text = tables.render(registry.load_task(REC), tmp_path, "smoke", extended=True)
-    assert "window_h" in text and "crps_fair" in text and "max_sources" in text
+    assert "window_h" in text and "fair CRPS" in text and "max_sources" in text and "rows as independent" in text
+    csv_rows = list(csv.DictReader(io.StringIO(tables.render(registry.load_task(REC), tmp_path, "smoke", fmt="csv"))))
+    head = next(r for r in csv_rows if r["metric"] == "crps" and r["cell"] == "win1h-all")
+    assert head["interval_unit"] == "storm" and float(head["low"]) == pytest.approx(cluster.low, rel=1e-5)
+    assert head["n_units"] == str(len(np.unique(stats["cluster"])))
 
 
 def test_compare_paired_difference(tmp_path: Path) -> None:
     runner.run(REC, [MEAN], profile="smoke", results_dir=tmp_path, show_progress=False, device="cpu")
     task = registry.load_task(REC)
     same = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-all", "input_mean/win1h-all")
-    assert same.result.estimate == 0 and same.result.low == 0 and same.result.high == 0
-    diff = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all", cluster=True)
-    assert diff.n_units == 16 and diff.result.low <= diff.result.estimate <= diff.result.high
-    assert "paired" in diff.describe() and "NOTE" not in diff.describe()
-    partial = dataclasses.replace(diff, n_units_a=20, n_units_b=16)  # jobs that scored different units say so
-    assert "scored different units (20 vs 16); only the 16 shared ones are compared" in partial.describe()
+    assert same.result.estimate == 0 and same.result.low == 0 and same.result.high == 0 and same.result.p_value == 1.0
+    diff = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all")
+    assert diff.result.interval_unit == "storm" and diff.result.n_rows == 16 and diff.result.low <= diff.result.estimate <= diff.result.high
+    assert diff.result.p_sign_flip is not None  # few storms: the sign-flip p is computed and the larger p used
+    assert diff.result.p_value == max(diff.result.p_bootstrap, diff.result.p_sign_flip)
+    assert "paired" in diff.describe() and " K " in diff.describe() and "NOTE" not in diff.describe()
+    iid = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all", rows_iid=True)
+    assert iid.result.n_units == 16 and iid.result.estimate == pytest.approx(diff.result.estimate)
     # a task's declared comparisons and its every-metric table are rendered with the tables
     task.spec = dataclasses.replace(task.spec, comparisons=(PairedComparison("max 2 vs all", "win1h-max2", "win1h-all"),), extended_table=True)
     text = tables.render(task, tmp_path, "smoke")
-    assert "paired comparisons" in text and "every metric" in text
+    assert "paired comparisons" in text and "every metric" in text and "p (Holm)" in text and "P(a better)" in text
     row = next(line for line in text.splitlines() if line.startswith("| max 2 vs all"))
-    plain = compare_jobs(task, tmp_path, "smoke", "input_mean/win1h-max2", "input_mean/win1h-all").result  # rows are not clustered
-    assert f"{plain.estimate:+.2f} [{plain.low:+.2f}, {plain.high:+.2f}]" in row and "| 16 " in row
+    r = diff.result
+    assert f"{r.estimate:+.2f} [{r.low:+.2f}, {r.high:+.2f}]" in row and "storms" in row
     with pytest.raises(ValueError, match="unknown cell"):
         dataclasses.replace(task.spec, comparisons=(PairedComparison("x", "nope", "win1h-all"),)).check_comparisons()
 
@@ -283,4 +306,4 @@ def test_comparisons_against_a_floor_entry_are_rendered_in_table_units(tmp_path:
     rows = [line for line in tables.render(task, tmp_path, "smoke").splitlines() if line.startswith("| vs floor")]
     assert len(rows) == 1 and "pixel_rf/radar-100" in rows[0] and "pixel_linear/radar-100" in rows[0]  # never the floor vs itself
     r = compare_jobs(task, tmp_path, "smoke", "pixel_rf/radar-100", "pixel_linear/radar-100").result
-    assert f"{100 * r.estimate:+.2f} [{100 * r.low:+.2f}, {100 * r.high:+.2f}]" in rows[0]  # mIoU in points, as the tables
+    assert f"{100 * r.estimate:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]" in rows[0]  # mIoU in points, as the tables

@@ -66,9 +66,11 @@ def test_paired_comparison_on_aligned_samples(smoke_run) -> None:
     ids = [set(store.load_stats(recs[("motif_fm", c)])["unit_id"].tolist()) for c in CELLS]
     assert ids[0] == ids[1] and ids[0]  # max 2 vs all: exactly the same (sample, channel) rows
     cmp = compare_jobs(SMALL, results, "smoke", f"motif_fm/{CELLS[0]}", f"motif_fm/{CELLS[1]}")
-    assert cmp.n_units == len(ids[0]) and cmp.result.low <= cmp.result.estimate <= cmp.result.high
+    assert cmp.result.n_rows == len(ids[0]) and cmp.result.low <= cmp.result.estimate <= cmp.result.high
+    storms = len({i.split("@")[0] for i in ids[0]})
+    assert cmp.result.interval_unit == "storm" and cmp.n_units == storms  # storms are resampled, not rows
     det = compare_jobs(SMALL, results, "smoke", f"motif_fm/{CELLS[1]}", f"motif_det/{CELLS[1]}")
-    assert det.n_units == len(ids[0])
+    assert det.result.n_rows == len(ids[0])
 
 
 def test_plot_figure_one(smoke_run, tmp_path: Path) -> None:

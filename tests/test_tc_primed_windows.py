@@ -158,6 +158,6 @@ def test_closest_source_end_to_end(embedded, tmp_path: Path) -> None:
     assert all(1.0 < v < 0.9 * climatology for v in crps.values()), (crps, climatology)
     assert crps["train6h-eval6h-min3-all"] <= crps["train6h-eval6h-min3-max2"] + 0.5
     assert recs[cells[0]]["metrics"]["crps"]["low"] <= crps[cells[0]] <= recs[cells[0]]["metrics"]["crps"]["high"]
-    assert "crps_cluster_storm" in recs[cells[0]]["metrics"] and recs[cells[0]]["data"]["kind"] == "synthetic"
+    assert recs[cells[0]]["metrics"]["crps"]["interval_unit"] == "storm" and "crps_rows_iid" in recs[cells[0]]["metrics"] and recs[cells[0]]["data"]["kind"] == "synthetic"
     # the calibration was fitted once for the shared training window
     assert (tmp_path.glob("**/train6h/calibration.json")).__next__().is_file()

@@ -77,3 +77,35 @@ class NaNEntry(WrongShapeEntry):
 
 class NoMetadata:
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}}
+
+
+class ConstantEntry(WrongShapeEntry):
+    """Predicts class 2 everywhere: a degenerate predictor the tables must flag."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("constant_b", "1", "segmentation", "class 2 everywhere")
+
+    def predict(self, batch: dict[str, Any], modality: str) -> torch.Tensor:
+        b, _, _, h, w = batch[modality].shape
+        logits = torch.zeros(b, 4, h, w)
+        logits[:, 2] = 1.0
+        return logits
+
+
+class DeterministicEntry(InputMeanEntry):
+    """Every member equals the fitted mean: spread-skill is 0 by construction."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("deterministic_mean", "1", "reconstruction", "the fitted mean, n identical members")
+
+    def sample(self, batch: dict[str, Any], n: int, generator: torch.Generator) -> torch.Tensor:
+        mean = self.gain * self._mean_input(batch)
+        return mean.expand(n, *mean.shape).clone()
+
+
+class VoidTestTask(MockSegmentationTask):
+    """The mock task with every test pixel void: mIoU is undefined there."""
+
+    def resolve_data(self, data_root: Any, profile: str) -> tuple[dict[str, list], Any]:
+        data, identity = super().resolve_data(data_root, profile)
+        for item in data["test"]:
+            item["label"] = torch.full_like(item["label"], self.ignore_index)
+        return data, identity
