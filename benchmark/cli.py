@@ -69,6 +69,16 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="resample scored rows as if independent (the TC-PRIMED paper's method) instead of the task's unit (storms)")
 
 
+def _add_rescore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rescore", help="recompute stored records' metrics under the current scoring (no re-training)",
+                       description="Recompute every ok record's metrics and intervals from its stored per-unit statistics, "
+                                   "when the record's training configuration equals the current one.")
+    p.add_argument("--task", required=True)
+    p.add_argument("--profile", default="mini", choices=PROFILES)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--data-root", type=Path, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for self-supervised multi-source satellite learning.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -78,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_table(sub)
     _add_compare(sub)
+    _add_rescore(sub)
     p = sub.add_parser("check-entry", help="run an entry through a whole job on a tiny mock task and report problems")
     p.add_argument("spec", help="entry name, module:Class or path/file.py:Class")
     p.add_argument("--device", default="cpu")
@@ -131,13 +142,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                            tables=args.tables, show_progress=not args.no_progress)
     counts = {s: sum(1 for x in summaries if x.status == s) for s in ("ok", "skipped", "failed")}
     task = registry.load_task(args.task)
-    text = tables.render(task, args.results, args.profile)
+    rendered = tables.render_all(task, args.results, args.profile, ("markdown", "csv", "comparisons-csv"))
     folder = args.results / task.spec.name / args.profile
     out = folder / "TABLES.md"
+    text = rendered["markdown"]
     out.write_text(text)
-    (folder / "TABLES.csv").write_text(tables.render(task, args.results, args.profile, fmt="csv"))
+    (folder / "TABLES.csv").write_text(rendered["csv"])
     if task.spec.comparisons:
-        (folder / "COMPARISONS.csv").write_text(tables.render(task, args.results, args.profile, fmt="comparisons-csv"))
+        (folder / "COMPARISONS.csv").write_text(rendered["comparisons-csv"])
     print(text)
     print(f"jobs: {counts['ok']} ok, {counts['skipped']} skipped (resume), {counts['failed']} failed; records under {args.results / task.spec.name / args.profile}; tables in {out}")
     for s in summaries:
@@ -164,6 +176,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare_jobs(task, args.results, args.profile, args.a, args.b, seed=args.seed, metric=args.metric, rows_iid=args.rows_iid)
     print(result.describe())
     return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from .rescore import rescore
+
+    done, skipped = rescore(args.task, args.profile, args.results, args.data_root)
+    print(f"rescored {done} record(s) of {args.task} at {args.profile} under {args.results}")
+    for line in skipped:
+        print(f"  skipped {line}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_check_entry(args: argparse.Namespace) -> int:
@@ -214,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_table(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "rescore":
+            return cmd_rescore(args)
         if args.command == "check-entry":
             return cmd_check_entry(args)
         return cmd_data(args.command, args.task, args.rest)

@@ -93,6 +93,7 @@ class _Doc:
     real: bool
     notes: list[str] = field(default_factory=list)
     _summaries: dict[tuple[str, str, str], Summary | str] = field(default_factory=dict)
+    _families: list | None = None  # comparison families, computed once per document
 
     def summary(self, entry: str, cell: str, metric: str) -> Summary | str | None:
         """The aggregated summary, an error text when it cannot be computed, or None (no job)."""
@@ -118,6 +119,12 @@ def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", se
     """Every table of ``task`` at ``profile``, its comparisons and throughput, as one document."""
     if fmt not in FORMATS:
         raise BenchmarkError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return render_all(task, results_dir, profile, (fmt,), seed=seed, extended=extended)[fmt]
+
+
+def render_all(task: Any, results_dir: Path, profile: str, formats: Iterable[str] = FORMATS, *, seed: int | None = None,
+               extended: bool = False) -> dict[str, str]:
+    """Several formats from one aggregation (summaries and comparisons are computed once)."""
     spec: TaskSpec = task.spec
     store = ResultStore(results_dir)
     records = list(store.records(spec.name, profile))
@@ -129,13 +136,20 @@ def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", se
         raise BenchmarkError(f"no ok records for seed {seed}; seeds present: {present}")
     ok = [r for g in groups.values() for r in g.records]
     real, note = _data_note(ok or records)
-    doc = _Doc(spec, profile, fmt, groups, StatsCache(store), note, real)
-    if fmt == "csv":
-        return _metrics_csv(doc)
-    if fmt == "comparisons-csv":
-        return _comparisons_csv(doc)
-    return _document(doc, paper_numbers(results_dir, spec.name) if real else [], extended,
-                     [r for r in records if r.get("status") != "ok" and (seed is None or int(r["seed"]) == seed)])
+    doc = _Doc(spec, profile, "markdown", groups, StatsCache(store), note, real)
+    failed = [r for r in records if r.get("status") != "ok" and (seed is None or int(r["seed"]) == seed)]
+    out: dict[str, str] = {}
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise BenchmarkError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        doc.fmt, doc.notes = fmt, []
+        if fmt == "csv":
+            out[fmt] = _metrics_csv(doc)
+        elif fmt == "comparisons-csv":
+            out[fmt] = _comparisons_csv(doc)
+        else:
+            out[fmt] = _document(doc, paper_numbers(results_dir, spec.name) if real else [], extended, failed)
+    return out
 
 
 # --------------------------------------------------------------------------- text
@@ -328,6 +342,8 @@ def _p(p: float) -> str:
 
 def _comparison_families(doc: _Doc) -> list[tuple[str, list[tuple[str, PairedSummary | str]]]]:
     """Per declared comparison (a family), one paired summary per entry that has both jobs."""
+    if doc._families is not None:
+        return doc._families
     families = []
     for comp in doc.spec.comparisons:
         rows: list[tuple[str, PairedSummary | str]] = []
@@ -341,6 +357,7 @@ def _comparison_families(doc: _Doc) -> list[tuple[str, list[tuple[str, PairedSum
                 rows.append((comp.title, f"{'/'.join(a)} vs {'/'.join(b)} not computed: {exc}"))
         if rows:
             families.append((comp.title, rows))
+    doc._families = families
     return families
 
 

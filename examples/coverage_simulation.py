@@ -15,7 +15,13 @@ import time
 
 import numpy as np
 
-from benchmark.metrics import bootstrap, mean_statistic, miou_statistic, seeded_bootstrap, truth_classes
+from benchmark.metrics import (
+    bootstrap,
+    mean_statistic,
+    miou_statistic,
+    seeded_bootstrap,
+    truth_classes,
+)
 
 
 def _rows(x: np.ndarray) -> np.ndarray:

@@ -27,6 +27,8 @@ from benchmark.metrics import (  # noqa: E402
     iou_from_confusion,
     mean_statistic,
     miou_statistic,
+    seeded_paired_difference,
+    sign_flip_test,
 )
 
 
@@ -97,6 +99,29 @@ class BootstrapSuite:
 
     def time_bootstrap_10k_clusters(self) -> None:
         bootstrap(self.stats, mean_statistic, n_resamples=1000, seed=0, clusters=self.clusters)
+
+
+class ComparisonSuite:
+    """What a table's comparisons cost: 10,000-resample two-level paired bootstraps (3 seeds per
+    side) at PASTIS-R size (30 patches, 19 classes, fixed class set) and at TC-PRIMED size
+    (3,000 rows in 9 storms, + the exact 2^9 sign-flip test)."""
+
+    def setup(self) -> None:
+        rng = np.random.default_rng(5)
+        self.cms = [rng.integers(0, 50, size=(30, 19, 19)).astype(np.float64) for _ in range(6)]
+        self.miou = miou_statistic(19, classes=list(range(19)), fixed=True)
+        self.rows = [np.stack([rng.normal(7, 2, 3000), np.ones(3000)], 1) for _ in range(6)]
+        self.storms = np.repeat(np.arange(9), 334)[:3000]
+
+    def time_paired_miou_10k(self) -> None:
+        seeded_paired_difference(self.cms[:3], self.cms[3:], self.miou, n_resamples=10_000, seed=0)
+
+    def time_paired_crps_storms_10k(self) -> None:
+        seeded_paired_difference(self.rows[:3], self.rows[3:], mean_statistic, n_resamples=10_000, seed=0, clusters=self.storms,
+                                 higher_is_better=False)
+
+    def time_sign_flip_9_storms_exact(self) -> None:
+        sign_flip_test(self.rows[:3], self.rows[3:], mean_statistic, clusters=self.storms)
 
 
 class SegmentationSuite:
