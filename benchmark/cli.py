@@ -77,6 +77,7 @@ def _add_rescore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="mini", choices=PROFILES)
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--entry", action="append", default=None, help="module:Class or file.py:Class of an unregistered entry (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,7 +182,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_rescore(args: argparse.Namespace) -> int:
     from .rescore import rescore
 
-    done, skipped = rescore(args.task, args.profile, args.results, args.data_root)
+    done, skipped = rescore(args.task, args.profile, args.results, args.data_root, args.entry)
     print(f"rescored {done} record(s) of {args.task} at {args.profile} under {args.results}")
     for line in skipped:
         print(f"  skipped {line}", file=sys.stderr)

@@ -43,21 +43,28 @@ def _mismatch(record: dict[str, Any], current: dict[str, Any]) -> str | None:
     return None
 
 
-def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | None = None) -> tuple[int, list[str]]:
-    """Rescore every ok record of ``task_name`` at ``profile``; returns (rescored, skipped reasons)."""
+def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | None = None,
+            entries: list[str] | None = None) -> tuple[int, list[str]]:
+    """Rescore every ok record of ``task_name`` at ``profile``; returns (rescored, skipped reasons).
+
+    ``entries``: ``module:Class`` / ``file.py:Class`` specs for entries that are not registered
+    (records keep only the entry's name).
+    """
     task = registry.load_task(task_name)
     spec = task.spec
     _, identity = task.resolve_data(data_root, profile)
     identity_dict = dataclasses.asdict(identity)
     recipe = task_recipe(task, profile)
     store = ResultStore(results_dir)
+    by_name = {cls.metadata.name: cls for cls in (registry.load_entry(e) for e in entries or [])}
     done, skipped = 0, []
     for rec in list(store.records(spec.name, profile)):
         path = Path(rec.pop("_path"))
         if rec.get("status") != "ok":
             continue
         try:
-            cls = registry.load_entry(rec["entry"]["name"])
+            name = rec["entry"]["name"]
+            cls = by_name[name] if name in by_name else registry.load_entry(name)
             cell = spec.cell(rec["cell"]["name"])
         except (BenchmarkError, KeyError) as exc:
             skipped.append(f"{path}: {exc}")

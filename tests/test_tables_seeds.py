@@ -78,3 +78,28 @@ def test_mixed_class_sets_are_unified_across_seeds(tmp_path: Path) -> None:
     group = group_jobs(store.records("mock_segmentation", "smoke"))[("pixel_linear", "radar-100")]
     s = summarize(task.spec, StatsCache(store), group, "miou")
     assert s.n_seeds == 2 and s.interval_unit == "patch" and s.n_units == 6 and s.low <= s.estimate <= s.high
+
+
+def test_rescore_recomputes_metrics_and_refuses_changed_training(tmp_path: Path) -> None:
+    import json
+
+    from benchmark.rescore import rescore
+
+    runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100", "optical-100"], show_progress=False, device="cpu")
+    store = ResultStore(tmp_path)
+    paths = sorted(Path(r["_path"]) for r in store.records("mock_segmentation", "smoke"))
+    fresh = [json.loads(p.read_text()) for p in paths]
+    # an "old-protocol" record: other metrics and hash; a second one whose training differs
+    old = json.loads(paths[0].read_text())
+    old["metrics"] = {"miou": {"estimate": 0.123}}
+    old["config_hash"] = "0" * 16
+    paths[0].write_text(json.dumps(old))
+    other = json.loads(paths[1].read_text())
+    other["hparams"]["lr"] = 123.0
+    paths[1].write_text(json.dumps(other))
+    done, skipped = rescore(SEG, "smoke", tmp_path, entries=[LINEAR])
+    assert done == 1 and len(skipped) == 1 and "hyper-parameters differs" in skipped[0]
+    again = json.loads(paths[0].read_text())
+    assert again["metrics"]["miou"]["estimate"] == pytest.approx(fresh[0]["metrics"]["miou"]["estimate"])
+    assert again["config_hash"] == fresh[0]["config_hash"] and again["rescored"]["from_config_hash"] == "0" * 16
+    assert json.loads(paths[1].read_text())["hparams"]["lr"] == 123.0  # left alone
