@@ -112,7 +112,13 @@ def group_jobs(records: Iterable[Mapping[str, Any]], seed: int | None = None) ->
         if s in seeds:
             raise BenchmarkError(f"two records for {key[0]}/{key[1]} seed {s}: {seeds[s].get('_path')} and {rec.get('_path')}")
         seeds[s] = dict(rec)
-    return {k: JobGroup(k[0], k[1], [v[s] for s in sorted(v)]) for k, v in sorted(groups.items())}
+    out = {k: JobGroup(k[0], k[1], [v[s] for s in sorted(v)]) for k, v in sorted(groups.items())}
+    for g in out.values():
+        checksums = {r["data"].get("checksum") for r in g.records}
+        if len(checksums) > 1:  # seeds of one row must have seen the same data
+            raise BenchmarkError(f"the seeds of {g.entry}/{g.cell} were run on different data (checksums {', '.join(sorted(map(str, checksums)))}): "
+                                 f"{', '.join(str(r.get('_path')) for r in g.records)}")
+    return out
 
 
 class StatsCache:

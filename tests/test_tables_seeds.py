@@ -12,6 +12,7 @@ import pytest
 from benchmark import registry, runner, tables
 from benchmark.aggregate import StatsCache, group_jobs, summarize
 from benchmark.contracts import DEFAULT_SEEDS
+from benchmark.errors import BenchmarkError
 from benchmark.results import ResultStore
 
 SEG = "tests.plugins.toy_entries:SegTask"
@@ -78,6 +79,15 @@ def test_mixed_class_sets_are_unified_across_seeds(tmp_path: Path) -> None:
     group = group_jobs(store.records("mock_segmentation", "smoke"))[("pixel_linear", "radar-100")]
     s = summarize(task.spec, StatsCache(store), group, "miou")
     assert s.n_seeds == 2 and s.interval_unit == "patch" and s.n_units == 6 and s.low <= s.estimate <= s.high
+    # seeds run on different data never share a row
+    import json
+
+    path = Path(group.records[1]["_path"])
+    rec = json.loads(path.read_text())
+    rec["data"]["checksum"] = "f" * 64
+    path.write_text(json.dumps(rec))
+    with pytest.raises(BenchmarkError, match="different data"):
+        tables.render(task, tmp_path, "smoke")
 
 
 def test_rescore_recomputes_metrics_and_refuses_changed_training(tmp_path: Path) -> None:
