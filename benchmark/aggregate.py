@@ -19,6 +19,7 @@ import numpy as np
 from .contracts import TaskSpec
 from .errors import BenchmarkError
 from .metrics import seeded_bootstrap, seeded_paired_difference, sign_flip_test
+from .protocols import stage_keys
 from .results import ResultStore
 from .scoring import class_set, degenerate, metric_input, plural
 
@@ -82,7 +83,8 @@ class PairedSummary:
     n_rows_b: int
     p_bootstrap: float
     p_resolution: float
-    prob_better: float
+    prob_better: float | None  # None where "better" has no direction (spread-skill)
+    paired_seeds: bool = False  # seed k is the same trained model on both sides
     p_sign_flip: float | None = None
     p_sign_flip_resolution: float | None = None
     p_sign_flip_exact: bool | None = None
@@ -136,12 +138,16 @@ class StatsCache:
 
 
 def _aligned(stats_list: Sequence[Mapping[str, np.ndarray]], what: str) -> tuple[list[dict[str, np.ndarray]], int]:
-    """Rows of every stats dict restricted to the shared ``unit_id``s, in one order."""
+    """Rows of every stats dict restricted to the shared ``unit_id``s, in the first one's order
+    (so a one-seed table draws exactly the weights its record did)."""
     ids = [np.asarray(s["unit_id"]).astype(str) for s in stats_list]
-    shared = ids[0]
+    for x in ids:
+        if len(np.unique(x)) != len(x):
+            raise BenchmarkError(f"{what}: a job's statistics repeat unit ids; they cannot be aligned")
+    common = ids[0]
     for x in ids[1:]:
-        shared = np.intersect1d(shared, x)
-    shared = np.unique(shared)
+        common = np.intersect1d(common, x)
+    shared = ids[0][np.isin(ids[0], common)]
     if len(shared) == 0:
         raise BenchmarkError(f"{what}: the jobs share no scored units")
     out = []
@@ -150,6 +156,19 @@ def _aligned(stats_list: Sequence[Mapping[str, np.ndarray]], what: str) -> tuple
         pos = order[np.searchsorted(x, shared, sorter=order)]
         out.append({k: np.asarray(v)[pos] if np.ndim(v) and len(v) == len(x) else v for k, v in s.items()})
     return out, len(shared)
+
+
+def _same_truth(stats: Sequence[Mapping[str, np.ndarray]], what: str) -> None:
+    """Aligned units must hold the same truth on both sides (same labels / observed pixels)."""
+    key = "confusion" if "confusion" in stats[0] else "pixels"
+    if key not in stats[0]:
+        return
+    first = np.asarray(stats[0][key])
+    ref = first.sum(-1) if key == "confusion" else first
+    for s in stats[1:]:
+        other = np.asarray(s[key])
+        if not np.array_equal(ref, other.sum(-1) if key == "confusion" else other):
+            raise BenchmarkError(f"{what}: the jobs' units hold different truths (labels or observed pixels); they cannot be paired")
 
 
 def _inputs(spec: TaskSpec, metric: str, stats: list[dict[str, np.ndarray]], members: int | None) -> tuple[list[np.ndarray], Any, Any, str]:
@@ -179,22 +198,49 @@ def summarize(spec: TaskSpec, cache: StatsCache, group: JobGroup, metric: str) -
 def compare_groups(spec: TaskSpec, cache: StatsCache, a: JobGroup, b: JobGroup, metric: str | None = None) -> PairedSummary:
     """Paired two-level difference of ``a`` and ``b``; the sign-flip p when units are few."""
     metric = metric or spec.metric.name
+    what = f"{a.entry}/{a.cell} vs {b.entry}/{b.cell}"
+    checksums = {r["data"].get("checksum") for r in a.records + b.records}
+    if len(checksums) > 1:
+        raise BenchmarkError(f"{what}: the jobs were run on different data (checksums {', '.join(sorted(map(str, checksums)))})")
     raw_a = [cache.get(r) for r in a.records]
     raw_b = [cache.get(r) for r in b.records]
-    stats, n = _aligned(raw_a + raw_b, f"{a.entry}/{a.cell} vs {b.entry}/{b.cell}")
+    stats, n = _aligned(raw_a + raw_b, what)
+    _same_truth(stats, what)
     xs, statistic, clusters, unit = _inputs(spec, metric, stats, a.members or b.members)
     xa, xb = xs[: len(raw_a)], xs[len(raw_a):]
     bs = spec.bootstrap
     res = seeded_paired_difference(xa, xb, statistic, n_resamples=bs.comparison_resamples, level=bs.level, seed=bs.seed,
-                                   clusters=clusters, higher_is_better=spec.metric.higher_is_better)
+                                   clusters=clusters, higher_is_better=higher_is_better(spec, metric),
+                                   paired_seeds=shares_training(spec, a, b))
     n_units = int(res.extra["n_units"])
     out = PairedSummary(a, b, metric, float(res.estimate), float(res.low), float(res.high), res.level, res.n_resamples, unit, n_units,
                         n, _n_rows(raw_a), _n_rows(raw_b), float(res.extra["p_value"]), float(res.extra["p_resolution"]),
-                        float(res.extra["prob_better"]))
+                        res.extra["prob_better"], bool(res.extra["paired_seeds"]))
     if n_units < bs.min_units:
         flip = sign_flip_test(xa, xb, statistic, clusters=clusters, n_flips=bs.comparison_resamples, seed=bs.seed)
         out.p_sign_flip, out.p_sign_flip_resolution, out.p_sign_flip_exact = flip["p_value"], flip["p_resolution"], flip["exact"]
     return out
+
+
+def higher_is_better(spec: TaskSpec, metric: str) -> bool | None:
+    """Direction of ``metric``: the task's for its main metric; None for spread-skill (ideal 1)."""
+    if metric == spec.metric.name:
+        return spec.metric.higher_is_better
+    return {"miou": True, "overall_accuracy": True, "crps": False, "crps_rows_iid": False, "crps_fair": False, "mae": False,
+            "rmse": False}.get(metric)
+
+
+def shares_training(spec: TaskSpec, a: JobGroup, b: JobGroup) -> bool:
+    """Whether a and b are the same trained models seed for seed: one entry, the same seeds, and
+    cells whose every training stage has the same key (e.g. TC-PRIMED's 6 h fit scored on two
+    evaluation configs)."""
+    if a.entry != b.entry or a.seeds != b.seeds:
+        return False
+    try:
+        ca, cb = spec.cell(a.cell), spec.cell(b.cell)
+    except KeyError:
+        return False
+    return stage_keys(spec.family, ca) == stage_keys(spec.family, cb)
 
 
 def _n_rows(stats: Sequence[Mapping[str, np.ndarray]]) -> int:

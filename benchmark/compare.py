@@ -40,7 +40,7 @@ class Comparison:
         text = (f"{self.metric}({self.a}) − {self.metric}({self.b}) = {s * r.estimate:+.{digits}f} {self.unit} "
                 f"[{s * r.low:+.{digits}f}, {s * r.high:+.{digits}f}] ({int(round(100 * r.level))} % two-level paired bootstrap, "
                 f"{r.n_resamples} resamples over {r.n_units} {plural(r.interval_unit)}; seeds {len(r.a.seeds)} / {len(r.b.seeds)}); "
-                f"P(a better) = {r.prob_better:.3f}; p = {r.p_value:.4f} [{r.p_method}]")
+                f"P(a better) = {'–' if r.prob_better is None else f'{r.prob_better:.3f}'}; p = {r.p_value:.4f} [{r.p_method}]")
         if r.n_rows_a != r.n_rows or r.n_rows_b != r.n_rows:
             text += (f"; NOTE: the jobs scored different rows ({r.n_rows_a} vs {r.n_rows_b}); "
                      f"only the {r.n_rows} shared ones are compared")
@@ -74,5 +74,5 @@ def compare_jobs(task: Any, results_dir: Path, profile: str, a: str, b: str, *, 
     if rows_iid:
         spec = dataclasses.replace(spec, bootstrap=dataclasses.replace(spec.bootstrap, cluster=None, unit=spec.bootstrap.row_unit or "row"))
     result = compare_groups(spec, StatsCache(store), ga, gb, metric)
-    scale, unit = _SCALE.get(metric, (1.0, spec.metric.units))
+    scale, unit = _SCALE.get(metric, (1.0, "" if metric == "spread_skill" else spec.metric.units))
     return Comparison(a, b, metric, result, scale, unit)

@@ -331,8 +331,8 @@ def _comparison_rows(doc: _Doc) -> list[list[str]]:
                 units += f" ({c.n_rows} rows shared of {c.n_rows_a} / {c.n_rows_b})"
             out.append([title, f"{c.a.entry}/{c.a.cell}", f"{c.b.entry}/{c.b.cell}",
                         f"{scale * c.estimate:+.{digits}f} [{scale * c.low:+.{digits}f}, {scale * c.high:+.{digits}f}]",
-                        f"{c.prob_better:.3f}", _p(c.p_value), _p(p_holm), c.p_method, units,
-                        f"{len(c.a.seeds)}/{len(c.b.seeds)}"])
+                        "–" if c.prob_better is None else f"{c.prob_better:.3f}", _p(c.p_value), _p(p_holm), c.p_method, units,
+                        f"{len(c.a.seeds)}/{len(c.b.seeds)}" + (" (same models)" if c.paired_seeds else "")])
     return out
 
 
@@ -456,9 +456,10 @@ def _comparisons_csv(doc: _Doc) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "profile", "family", "a", "b", "metric", "unit", "estimate", "low", "high", "level", "prob_a_better", "p_value",
                      "p_holm", "p_bootstrap", "p_bootstrap_resolution", "p_sign_flip", "p_sign_flip_resolution", "resamples", "interval_unit",
-                     "n_units", "n_seeds_a", "n_seeds_b", "data"])
+                     "n_units", "n_seeds_a", "n_seeds_b", "paired_seeds", "data"])
     spec = doc.spec
     _, unit, scale = metric_label(spec, spec.metric.name)
+    unit = "points" if unit == "%" else unit  # differences of percentages
     for family, comps in _comparison_families(doc):
         adjusted = holm([c.p_value if isinstance(c, PairedSummary) else np.nan for _, c in comps])
         for (_, c), p_holm in zip(comps, adjusted, strict=True):
@@ -467,7 +468,8 @@ def _comparisons_csv(doc: _Doc) -> str:
             flip = "" if c.p_sign_flip is None else _g(c.p_sign_flip)
             flip_res = "" if c.p_sign_flip_resolution is None else _g(c.p_sign_flip_resolution)
             writer.writerow([spec.name, doc.profile, family, f"{c.a.entry}/{c.a.cell}", f"{c.b.entry}/{c.b.cell}", c.metric, unit,
-                             _g(scale * c.estimate), _g(scale * c.low), _g(scale * c.high), c.level, _g(c.prob_better), _g(c.p_value),
+                             _g(scale * c.estimate), _g(scale * c.low), _g(scale * c.high), c.level,
+                             "" if c.prob_better is None else _g(c.prob_better), _g(c.p_value),
                              _g(float(p_holm)), _g(c.p_bootstrap), _g(c.p_resolution), flip, flip_res, c.n_resamples, c.interval_unit,
-                             c.n_units, len(c.a.seeds), len(c.b.seeds), _data_kind(doc)])
+                             c.n_units, len(c.a.seeds), len(c.b.seeds), c.paired_seeds, _data_kind(doc)])
     return buf.getvalue()

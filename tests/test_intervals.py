@@ -199,3 +199,29 @@ def test_holm_matches_the_textbook_example() -> None:
     out = holm([0.5, np.nan, 0.01])
     assert np.isnan(out[1]) and out[2] == pytest.approx(0.02) and out[0] == pytest.approx(0.5)
     assert (holm([0.9, 0.8, 0.7]) <= 1.0).all()
+
+
+def test_shared_models_pair_their_seeds() -> None:
+    """Two evaluation configs of the same trained models: a seed's shift is common to both sides
+    and cancels when the seeds are drawn together; drawn apart it would widen the interval."""
+    rng = np.random.default_rng(9)
+    base = rng.normal(0, 1, 40)
+    shifts = [-1.0, 0.0, 1.0]
+    a = [_mean_stats(base + s + 0.2) for s in shifts]
+    b = [_mean_stats(base + s) for s in shifts]
+    paired = seeded_paired_difference(a, b, mean_statistic, n_resamples=500, seed=0, paired_seeds=True)
+    apart = seeded_paired_difference(a, b, mean_statistic, n_resamples=500, seed=0)
+    assert paired.low == pytest.approx(0.2) and paired.high == pytest.approx(0.2) and paired.extra["paired_seeds"]
+    assert apart.high - apart.low > 1.0
+    with pytest.raises(ValueError, match="as many seeds"):
+        seeded_paired_difference(a[:2], b, mean_statistic, n_resamples=10, paired_seeds=True)
+
+
+def test_ties_count_half_and_undefined_sign_flip_is_nan() -> None:
+    x = [_mean_stats(np.arange(10.0))]
+    same = seeded_paired_difference(x, x, mean_statistic, n_resamples=100, seed=0)
+    assert same.extra["prob_better"] == 0.5  # identical models: neither is better
+    assert seeded_paired_difference(x, x, mean_statistic, n_resamples=100, higher_is_better=None).extra["prob_better"] is None
+    empty = [np.zeros((4, 2))]  # 0 / 0: the statistic is undefined
+    flip = sign_flip_test(empty, empty, mean_statistic)
+    assert np.isnan(flip["p_value"])

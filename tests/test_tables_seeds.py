@@ -113,3 +113,18 @@ def test_rescore_recomputes_metrics_and_refuses_changed_training(tmp_path: Path)
     assert again["metrics"]["miou"]["estimate"] == pytest.approx(fresh[0]["metrics"]["miou"]["estimate"])
     assert again["config_hash"] == fresh[0]["config_hash"] and again["rescored"]["from_config_hash"] == "0" * 16
     assert json.loads(paths[1].read_text())["hparams"]["lr"] == 123.0  # left alone
+
+
+def test_alignment_keeps_the_first_order_and_refuses_duplicates_and_other_truths() -> None:
+    from benchmark.aggregate import _aligned, _same_truth
+
+    a = {"unit_id": np.array(["p10", "p2", "p3"]), "pixels": np.array([1, 2, 3])}
+    b = {"unit_id": np.array(["p3", "p2", "p10", "p9"]), "pixels": np.array([3, 2, 1, 7])}
+    (xa, xb), n = _aligned([a, b], "a vs b")
+    assert n == 3 and xa["unit_id"].tolist() == ["p10", "p2", "p3"] and xb["pixels"].tolist() == [1, 2, 3]
+    _same_truth([xa, xb], "a vs b")
+    xb["pixels"] = np.array([1, 2, 4])
+    with pytest.raises(BenchmarkError, match="different truths"):
+        _same_truth([xa, xb], "a vs b")
+    with pytest.raises(BenchmarkError, match="repeat unit ids"):
+        _aligned([{"unit_id": np.array(["a", "a", "b"])}, b], "dup")

@@ -25,7 +25,6 @@ first), so it measures test-set chance only. :func:`holm` adjusts a family of p-
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +82,7 @@ def _seed_means(per_seed: list[np.ndarray], rng: np.random.Generator) -> np.ndar
 
 
 def _replicates(sides: list[list[np.ndarray]], statistic: Statistic, shape: tuple[int, ...], *, n_resamples: int, seed: int,
-                clusters: Any) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+                clusters: Any, paired_seeds: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """Per side: seed-mean replicates ``[R, ...]`` and per-seed full-sample estimates ``[S, ...]``."""
     n = sides[0][0].shape[0]
     r = int(n_resamples)
@@ -100,8 +99,11 @@ def _replicates(sides: list[list[np.ndarray]], statistic: Statistic, shape: tupl
                 if start == 0:
                     per_seed[i][j] = np.empty((r, *block.shape[1:]), dtype=np.float64)
                 per_seed[i][j][start:stop] = block
-    seed_rng = np.random.default_rng([seed, _SEED_STREAM])
-    reps = [_seed_means(side, seed_rng) for side in per_seed]
+    if paired_seeds:  # seed k is the same trained model on both sides: one draw of seeds for both
+        reps = [_seed_means(side, np.random.default_rng([seed, _SEED_STREAM])) for side in per_seed]
+    else:
+        seed_rng = np.random.default_rng([seed, _SEED_STREAM])
+        reps = [_seed_means(side, seed_rng) for side in per_seed]
     estimates = [np.stack([_evaluate(statistic, [f.sum(0).reshape(1, *shape)])[0] for f in side]) for side in flats]
     return reps, estimates, g
 
@@ -169,29 +171,36 @@ def bootstrap_p_value(differences: np.ndarray) -> tuple[float, float]:
 
 
 def seeded_paired_difference(a_by_seed: Sequence[Any], b_by_seed: Sequence[Any], statistic: Statistic, *, n_resamples: int = 10_000,
-                             level: float = 0.95, seed: int = 0, clusters: Any = None, higher_is_better: bool = True) -> BootstrapResult:
+                             level: float = 0.95, seed: int = 0, clusters: Any = None, higher_is_better: bool | None = True,
+                             paired_seeds: bool = False) -> BootstrapResult:
     """Two-level paired bootstrap of ``mean_seeds stat(a) − mean_seeds stat(b)`` (scalar statistic).
 
-    Unit weights are shared by both sides and every seed; each side's seeds are drawn on their
-    own (seed k of one entry has nothing to do with seed k of another). ``extra``: ``p_value``,
-    ``p_resolution``, ``prob_better`` (share of replicates where a is better), ``n_seeds_a/b``,
+    Unit weights are shared by both sides and every seed. Each side's seeds are drawn on their
+    own (seed k of one entry has nothing to do with seed k of another) unless ``paired_seeds``:
+    then seed k is the same trained model on both sides (two cells sharing one training stage)
+    and one seed draw serves both, so the common seed variance cancels. ``extra``: ``p_value``,
+    ``p_resolution``, ``prob_better`` (share of replicates where a is better, ties counted ½;
+    None when ``higher_is_better`` is None, e.g. spread-skill, whose ideal is 1), ``n_seeds_a/b``,
     ``seed_sd_a/b``, ``n_units``.
     """
     _check(level, n_resamples)
     sides, _, shape = _sides([a_by_seed, b_by_seed])
-    reps, estimates, g = _replicates(sides, statistic, shape, n_resamples=n_resamples, seed=seed, clusters=clusters)
+    if paired_seeds and len(sides[0]) != len(sides[1]):
+        raise ValueError(f"paired seeds need as many seeds on both sides, got {len(sides[0])} and {len(sides[1])}")
+    reps, estimates, g = _replicates(sides, statistic, shape, n_resamples=n_resamples, seed=seed, clusters=clusters, paired_seeds=paired_seeds)
     if reps[0].ndim != 1:
         raise ValueError(f"paired differences need a scalar statistic, got replicates of shape {reps[0].shape[1:]}")
     diff = reps[0] - reps[1]
     low, high = _percentile_interval(diff, level)
     p, resolution = bootstrap_p_value(diff)
     valid = ~np.isnan(diff)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        better = (diff[valid] > 0) if higher_is_better else (diff[valid] < 0)
-        prob_better = float(better.mean()) if valid.any() else float("nan")
+    prob_better: float | None = None
+    if higher_is_better is not None and valid.any():
+        d = diff[valid] if higher_is_better else -diff[valid]
+        prob_better = float(((d > 0).sum() + 0.5 * (d == 0).sum()) / len(d))
     extra: dict[str, Any] = {
-        "p_value": p, "p_resolution": resolution, "prob_better": prob_better, "higher_is_better": bool(higher_is_better),
+        "p_value": p, "p_resolution": resolution, "prob_better": prob_better, "higher_is_better": higher_is_better,
+        "paired_seeds": bool(paired_seeds),
         "n_seeds_a": len(sides[0]), "n_seeds_b": len(sides[1]), "seed_sd_a": _seed_sd(estimates[0]), "seed_sd_b": _seed_sd(estimates[1]),
         "n_units": g,
     }
@@ -231,21 +240,26 @@ def sign_flip_test(a_by_seed: Sequence[Any], b_by_seed: Sequence[Any], statistic
         return np.abs(da - db).reshape(-1)
 
     observed = diffs(np.ones((1, g)))[0]
+    if not np.isfinite(observed):
+        return {"p_value": float("nan"), "p_resolution": float("nan"), "exact": g <= exact_max_units, "n_units": g}
     tol = 1e-9 * max(1.0, abs(observed))
+
+    def extreme_count(values: np.ndarray) -> int:
+        return int(((values >= observed - tol) | np.isnan(values)).sum())  # undefined patterns count as extreme
     if g <= exact_max_units:
         codes_all = np.arange(2**g, dtype=np.int64)
         extreme = 0
         for start in range(0, 2**g, 8192):  # blocks keep the [P, G] @ [G, d] products small
             block = codes_all[start:start + 8192]
             patterns = ((block[:, None] >> np.arange(g)) & 1).astype(np.float64)
-            extreme += int((diffs(patterns) >= observed - tol).sum())
+            extreme += extreme_count(diffs(patterns))
         return {"p_value": extreme / 2**g, "p_resolution": 2.0 / 2**g, "exact": True, "n_units": g}
     rng = np.random.default_rng([seed, 0xF11B])
     extreme = 0
     for start in range(0, n_flips, 4096):
         size = min(4096, n_flips - start)
         patterns = rng.integers(0, 2, size=(size, g)).astype(np.float64)
-        extreme += int((diffs(patterns) >= observed - tol).sum())
+        extreme += extreme_count(diffs(patterns))
     return {"p_value": (1 + extreme) / (n_flips + 1), "p_resolution": 1.0 / (n_flips + 1), "exact": False, "n_units": g}
 
 

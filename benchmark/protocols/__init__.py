@@ -24,6 +24,16 @@ class JobOutput:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def stage_keys(family: str, cell: Any) -> dict[str, str]:
+    """The checkpoint key of every training stage of a ``family`` job in ``cell``: two cells with
+    equal keys train the very same models (seed for seed) and differ only in how they are scored."""
+    if family == "segmentation":
+        return {"pretrain": cell.shared.get("pretrain", "pretrain"), "finetune": cell.shared.get("finetune", f"finetune-{cell.name}")}
+    if family == "reconstruction":
+        return {"fit": cell.shared.get("fit", "fit")}
+    raise ValueError(f"no protocol for family {family!r}")
+
+
 def get_protocol(family: str) -> Callable[..., JobOutput]:
     if family == "segmentation":
         from .segmentation import run_segmentation_job

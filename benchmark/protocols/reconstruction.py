@@ -21,7 +21,7 @@ from ..metrics import crps_ensemble
 from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_samples
-from . import JobOutput
+from . import JobOutput, stage_keys
 
 
 def row_statistics(obs: torch.Tensor, ens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,7 +62,7 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
     t = time.perf_counter()
     train = task.windows(data, "train", cell, ctx)
     val = task.windows(data, "val", cell, ctx)
-    entry.fit(train, val, ctx.stage(cell.shared.get("fit", "fit")))
+    entry.fit(train, val, ctx.stage(stage_keys("reconstruction", cell)["fit"]))
     timings["fit_s"] = time.perf_counter() - t
 
     test = task.windows(data, "test", cell, ctx)

@@ -17,7 +17,7 @@ from ..metrics import confusion_matrix
 from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_logits
-from . import JobOutput
+from . import JobOutput, stage_keys
 
 
 def _loader(dataset: Any, task: Any, batch_size: int) -> torch.utils.data.DataLoader:
@@ -39,11 +39,12 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    entry.pretrain(task.unlabeled(data, cell, ctx), ctx.stage(cell.shared.get("pretrain", "pretrain")))
+    stages = stage_keys("segmentation", cell)
+    entry.pretrain(task.unlabeled(data, cell, ctx), ctx.stage(stages["pretrain"]))
     timings["pretrain_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    entry.finetune(task.labeled(data, "train", cell, ctx), modality, ctx.stage(cell.shared.get("finetune", f"finetune-{cell.name}")))
+    entry.finetune(task.labeled(data, "train", cell, ctx), modality, ctx.stage(stages["finetune"]))
     timings["finetune_s"] = time.perf_counter() - t
 
     test = task.labeled(data, "test", cell, ctx)
