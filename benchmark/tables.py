@@ -321,8 +321,7 @@ def _comparison_rows(doc: _Doc) -> list[list[str]]:
     for _, comps in _comparison_families(doc):
         _, unit, scale = metric_label(doc.spec, doc.spec.metric.name)
         digits = 1 if unit == "%" else 2
-        adjusted = holm([c.p_value if isinstance(c, PairedSummary) else np.nan for _, c in comps])
-        for (title, c), p_holm in zip(comps, adjusted, strict=True):
+        for title, c, p_holm in comps:
             if isinstance(c, str):
                 out.append([title, "–", "–", c, "–", "–", "–", "–", "–", "–"])
                 continue
@@ -340,8 +339,9 @@ def _p(p: float) -> str:
     return "–" if p is None or not np.isfinite(p) else f"{p:.4f}"
 
 
-def _comparison_families(doc: _Doc) -> list[tuple[str, list[tuple[str, PairedSummary | str]]]]:
-    """Per declared comparison (a family), one paired summary per entry that has both jobs."""
+def _comparison_families(doc: _Doc) -> list[tuple[str, list[tuple[str, PairedSummary | str, float]]]]:
+    """Per declared comparison (a family), one (title, paired summary or error, Holm p) per entry
+    that has both jobs; Holm's adjustment runs within the family."""
     if doc._families is not None:
         return doc._families
     families = []
@@ -356,7 +356,8 @@ def _comparison_families(doc: _Doc) -> list[tuple[str, list[tuple[str, PairedSum
             except (BenchmarkError, ValueError, KeyError) as exc:  # one unreadable pair must not hide the tables
                 rows.append((comp.title, f"{'/'.join(a)} vs {'/'.join(b)} not computed: {exc}"))
         if rows:
-            families.append((comp.title, rows))
+            adjusted = holm([c.p_value if isinstance(c, PairedSummary) else np.nan for _, c in rows])
+            families.append((comp.title, [(t, c, float(p)) for (t, c), p in zip(rows, adjusted, strict=True)]))
     doc._families = families
     return families
 
@@ -461,8 +462,7 @@ def _comparisons_csv(doc: _Doc) -> str:
     _, unit, scale = metric_label(spec, spec.metric.name)
     unit = "points" if unit == "%" else unit  # differences of percentages
     for family, comps in _comparison_families(doc):
-        adjusted = holm([c.p_value if isinstance(c, PairedSummary) else np.nan for _, c in comps])
-        for (_, c), p_holm in zip(comps, adjusted, strict=True):
+        for _, c, p_holm in comps:
             if isinstance(c, str):
                 continue
             flip = "" if c.p_sign_flip is None else _g(c.p_sign_flip)
@@ -470,6 +470,6 @@ def _comparisons_csv(doc: _Doc) -> str:
             writer.writerow([spec.name, doc.profile, family, f"{c.a.entry}/{c.a.cell}", f"{c.b.entry}/{c.b.cell}", c.metric, unit,
                              _g(scale * c.estimate), _g(scale * c.low), _g(scale * c.high), c.level,
                              "" if c.prob_better is None else _g(c.prob_better), _g(c.p_value),
-                             _g(float(p_holm)), _g(c.p_bootstrap), _g(c.p_resolution), flip, flip_res, c.n_resamples, c.interval_unit,
+                             _g(p_holm), _g(c.p_bootstrap), _g(c.p_resolution), flip, flip_res, c.n_resamples, c.interval_unit,
                              c.n_units, len(c.a.seeds), len(c.b.seeds), c.paired_seeds, _data_kind(doc)])
     return buf.getvalue()

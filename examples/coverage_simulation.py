@@ -5,7 +5,8 @@
 Prints, per scenario, the share of simulated data sets whose interval holds the true value
 (docs/statistics.md quotes a run of this script). Scenarios mirror the tasks: rows grouped in
 storms (TC-PRIMED), training-seed variance on top of test-set variance, and mIoU over patches
-whose classes are either spread over many patches or concentrated in few.
+whose classes are either spread over many patches or concentrated in few. The tests
+(``tests/test_intervals.py``) run the same scenarios and assert bands around nominal.
 """
 
 from __future__ import annotations
@@ -32,31 +33,31 @@ def _covers(res, truth: float) -> int:
     return int(res.low <= truth <= res.high)
 
 
-def clustered(rng: np.random.Generator, sims: int, clusters: int, icc: float) -> tuple[float, float]:
+def clustered(rng: np.random.Generator, sims: int, clusters: int, icc: float, resamples: int = 1000) -> tuple[float, float]:
     """Mean of rows in ``clusters`` storms of 10-39 rows with intra-cluster correlation ``icc``:
     (cluster bootstrap, rows-as-independent bootstrap) coverage."""
     hits = np.zeros(2)
     for i in range(sims):
         labels = np.repeat(np.arange(clusters), rng.integers(10, 40, clusters))
         x = np.sqrt(icc) * rng.standard_normal(clusters)[labels] + np.sqrt(1 - icc) * rng.standard_normal(len(labels))
-        hits[0] += _covers(bootstrap(_rows(x), mean_statistic, n_resamples=1000, seed=i, clusters=labels), 0.0)
-        hits[1] += _covers(bootstrap(_rows(x), mean_statistic, n_resamples=1000, seed=i), 0.0)
+        hits[0] += _covers(bootstrap(_rows(x), mean_statistic, n_resamples=resamples, seed=i, clusters=labels), 0.0)
+        hits[1] += _covers(bootstrap(_rows(x), mean_statistic, n_resamples=resamples, seed=i), 0.0)
     return tuple(hits / sims)
 
 
-def seeds(rng: np.random.Generator, sims: int, n_seeds: int, seed_sd: float, units: int = 40) -> tuple[float, float]:
+def seeds(rng: np.random.Generator, sims: int, n_seeds: int, seed_sd: float, units: int = 40, resamples: int = 1000) -> tuple[float, float]:
     """Each seed shifts every unit by N(0, seed_sd²): (two-level, units-only on the seed mean) coverage."""
     hits = np.zeros(2)
     for i in range(sims):
         e = rng.standard_normal(units)
         xs = [_rows(e + b + 0.3 * rng.standard_normal(units)) for b in seed_sd * rng.standard_normal(n_seeds)]
-        hits[0] += _covers(seeded_bootstrap(xs, mean_statistic, n_resamples=1000, seed=i), 0.0)
+        hits[0] += _covers(seeded_bootstrap(xs, mean_statistic, n_resamples=resamples, seed=i), 0.0)
         pooled = np.mean([x[:, 0] for x in xs], axis=0)
-        hits[1] += _covers(bootstrap(_rows(pooled), mean_statistic, n_resamples=1000, seed=i), 0.0)
+        hits[1] += _covers(bootstrap(_rows(pooled), mean_statistic, n_resamples=resamples, seed=i), 0.0)
     return tuple(hits / sims)
 
 
-def miou(rng: np.random.Generator, sims: int, patches: int, background: float, pixels: int = 64) -> float:
+def miou(rng: np.random.Generator, sims: int, patches: int, background: float, pixels: int = 64, resamples: int = 1000) -> float:
     """4 classes; each patch has a dominant class and ``background`` of the others (0 = one class per patch)."""
     k = 4
     p = np.array([0.45, 0.25, 0.18, 0.12])
@@ -76,7 +77,7 @@ def miou(rng: np.random.Generator, sims: int, patches: int, background: float, p
             for t in range(k):
                 cms[j, t] = rng.multinomial(counts[t], model[t])
         stat = miou_statistic(k, classes=truth_classes(cms), fixed=True)
-        hits += _covers(bootstrap(cms, stat, n_resamples=1000, seed=i), truth)
+        hits += _covers(bootstrap(cms, stat, n_resamples=resamples, seed=i), truth)
     return hits / sims
 
 

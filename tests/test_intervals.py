@@ -8,7 +8,9 @@ error and the known small-sample behaviour of percentile intervals) are ±~3 sta
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,6 @@ from benchmark.metrics import (
     seeded_bootstrap,
     seeded_paired_difference,
     sign_flip_test,
-    truth_classes,
 )
 
 SIMS = 300
@@ -36,19 +37,21 @@ def _covers(res, truth: float) -> bool:
 
 
 # --------------------------------------------------------------------------- coverage
+def _scenarios():
+    """The scenarios of examples/coverage_simulation.py (the figures docs/statistics.md quotes)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "coverage_simulation.py"
+    spec = importlib.util.spec_from_file_location("coverage_simulation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_cluster_interval_covers_and_row_interval_does_not() -> None:
     """Rows grouped in 30 clusters with ICC 0.1 (TC-PRIMED storms measured 0.02-0.16): the cluster
     bootstrap covers near 95 %, the IID-row bootstrap (the paper's) far less."""
-    rng = np.random.default_rng(0)
-    cluster_hits = row_hits = 0
-    for i in range(SIMS):
-        sizes = rng.integers(10, 40, 30)
-        cl = np.repeat(np.arange(30), sizes)
-        x = np.sqrt(0.1) * rng.standard_normal(30)[cl] + np.sqrt(0.9) * rng.standard_normal(len(cl))
-        cluster_hits += _covers(bootstrap(_mean_stats(x), mean_statistic, n_resamples=500, seed=i, clusters=cl), 0.0)
-        row_hits += _covers(bootstrap(_mean_stats(x), mean_statistic, n_resamples=500, seed=i), 0.0)
-    assert 0.88 <= cluster_hits / SIMS <= 0.99
-    assert row_hits / SIMS < 0.80
+    cluster, rows = _scenarios().clustered(np.random.default_rng(0), SIMS, 30, 0.1, resamples=500)
+    assert 0.88 <= cluster <= 0.99
+    assert rows < 0.80
 
 
 def test_iid_interval_covers() -> None:
@@ -61,51 +64,15 @@ def test_two_level_interval_includes_seed_variance() -> None:
     """Each seed shifts every unit by b_s ~ N(0, 0.3²); 40 units with unit SD ~1. The estimand is
     the method's mean over seeds and test population (0). Resampling units only, with the seeds
     averaged, ignores the seed term and under-covers; the two-level bootstrap does not."""
-    rng = np.random.default_rng(2)
-    two = one = 0
-    for i in range(SIMS):
-        e = rng.standard_normal(40)
-        xs = [_mean_stats(e + b + 0.3 * rng.standard_normal(40)) for b in 0.3 * rng.standard_normal(3)]
-        two += _covers(seeded_bootstrap(xs, mean_statistic, n_resamples=500, seed=i), 0.0)
-        pooled = np.mean([x[:, 0] for x in xs], axis=0)
-        one += _covers(bootstrap(_mean_stats(pooled), mean_statistic, n_resamples=500, seed=i), 0.0)
-    assert 0.87 <= two / SIMS <= 0.99
-    assert two / SIMS >= one / SIMS + 0.05
-
-
-def _miou_population(k: int = 4, pixels: int = 64, background: float = 0.3):
-    """Patches with a dominant class (frequencies .45/.25/.18/.12) and ``background`` of the others;
-    a model with per-class accuracy .8/.6/.5/.45, errors spread evenly. Returns a sampler of
-    per-patch confusion matrices and the population mIoU (of the expected confusion)."""
-    p = np.array([0.45, 0.25, 0.18, 0.12])
-    acc = np.array([0.8, 0.6, 0.5, 0.45])
-    share = np.full((k, k), background / (k - 1))
-    np.fill_diagonal(share, 1 - background)
-    model = np.tile(((1 - acc) / (k - 1))[:, None], (1, k))
-    np.fill_diagonal(model, acc)
-    expected = (pixels * (p @ share))[:, None] * model
-    tp = np.diag(expected)
-    truth = float((tp / (expected.sum(0) + expected.sum(1) - tp)).mean())
-
-    def sample(rng: np.random.Generator, n: int) -> np.ndarray:
-        cms = np.zeros((n, k, k))
-        for i, c in enumerate(rng.choice(k, n, p=p)):
-            counts = rng.multinomial(pixels, share[c])
-            for j in range(k):
-                cms[i, j] = rng.multinomial(counts[j], model[j])
-        return cms
-
-    return sample, truth
+    two, one = _scenarios().seeds(np.random.default_rng(2), SIMS, 3, 0.3, resamples=500)
+    assert 0.87 <= two <= 0.99
+    assert two >= one + 0.05
 
 
 def test_miou_interval_covers_with_the_fixed_class_set() -> None:
-    sample, truth = _miou_population()
-    rng = np.random.default_rng(3)
-    hits = 0
-    for i in range(SIMS):
-        cm = sample(rng, 60)
-        hits += _covers(bootstrap(cm, miou_statistic(4, classes=truth_classes(cm), fixed=True), n_resamples=500, seed=i), truth)
-    assert 0.87 <= hits / SIMS <= 0.99
+    """Patches with a dominant class and 30 % of the others, 60 patches: the fixed-class-set mIoU
+    interval covers the population mIoU (of the expected confusion) near nominal."""
+    assert 0.87 <= _scenarios().miou(np.random.default_rng(3), SIMS, 60, 0.3, resamples=500) <= 0.99
 
 
 # --------------------------------------------------------------------------- definitions
