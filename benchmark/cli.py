@@ -42,6 +42,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice; use 1 on a CPU shared with other jobs, where OpenMP threads thrash)")
+    p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock limit per job; a job past it is killed and recorded as failed (default: by profile, "
+                        "smoke 30 min, mini 6 h, paper 7 days; 0 = none)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run jobs in this process instead of one child process per job (for debuggers; no timeout, and an "
+                        "entry that crashes the interpreter ends the run)")
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -127,41 +133,77 @@ def cmd_list() -> int:
     return 0
 
 
+def check_folder(path: Path | None, flag: str, must_exist: bool) -> None:
+    """A folder argument: refuse a file (or a missing folder where one must exist) in one line."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise BenchmarkError(f"{flag} {path} is a file, not a folder")
+    if must_exist and not path.exists():
+        raise BenchmarkError(f"{flag} {path} does not exist")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BenchmarkError(f"{flag} {path}: {parent} is a file, not a folder")
+            break
+
+
+def check_seeds(seeds: Sequence[int] | None) -> None:
+    bad = [s for s in seeds or [] if not 0 <= s < 2**31]
+    if bad:
+        raise BenchmarkError(f"--seed must be in [0, 2^31), got {', '.join(map(str, bad))}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import runner, tables
 
-    if args.data_root is not None and not args.data_root.exists():
-        raise BenchmarkError(f"--data-root {args.data_root} does not exist")
+    check_folder(args.data_root, "--data-root", must_exist=True)
+    check_folder(args.results, "--results", must_exist=False)
+    check_seeds(args.seed)
     if args.threads is not None:
         if args.threads < 1:
             raise BenchmarkError("--threads must be at least 1")
         import torch
 
         torch.set_num_threads(args.threads)  # recorded in every record's environment.torch_threads
+    if args.job_timeout is not None and args.job_timeout < 0:
+        raise BenchmarkError(f"--job-timeout must be ≥ 0 seconds (0 = none), got {args.job_timeout:g}")
     summaries = runner.run(args.task, args.entry, profile=args.profile, seeds=args.seed, data_root=args.data_root,
                            device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell,
-                           tables=args.tables, show_progress=not args.no_progress)
+                           tables=args.tables, show_progress=not args.no_progress,
+                           isolation="none" if args.in_process else None, job_timeout=args.job_timeout)
     counts = {s: sum(1 for x in summaries if x.status == s) for s in ("ok", "skipped", "failed")}
     task = registry.load_task(args.task)
-    rendered = tables.render_all(task, args.results, args.profile, ("markdown", "csv", "comparisons-csv"))
     folder = args.results / task.spec.name / args.profile
     out = folder / "TABLES.md"
-    text = rendered["markdown"]
-    out.write_text(text)
-    (folder / "TABLES.csv").write_text(rendered["csv"])
-    if task.spec.comparisons:
-        (folder / "COMPARISONS.csv").write_text(rendered["comparisons-csv"])
-    print(text)
-    print(f"jobs: {counts['ok']} ok, {counts['skipped']} skipped (resume), {counts['failed']} failed; records under {args.results / task.spec.name / args.profile}; tables in {out}")
+    try:  # the jobs' records are safe whatever happens here; a table problem must not hide the summary
+        rendered = tables.render_all(task, args.results, args.profile, ("markdown", "csv", "comparisons-csv"))
+    except BenchmarkError as exc:
+        rendered, table_error = None, str(exc)
+    if rendered is not None:
+        out.write_text(rendered["markdown"])
+        (folder / "TABLES.csv").write_text(rendered["csv"])
+        if task.spec.comparisons:
+            (folder / "COMPARISONS.csv").write_text(rendered["comparisons-csv"])
+        print(rendered["markdown"])
+    where = f"tables in {out}" if rendered is not None else "tables NOT rendered"
+    print(f"jobs: {counts['ok']} ok, {counts['skipped']} skipped (resume), {counts['failed']} failed; records under {folder}; {where}")
     for s in summaries:
         if s.status == "failed":
             print(f"  failed: {s.key.entry} / {s.key.cell} seed {s.key.seed}: {s.message}", file=sys.stderr)
+        elif s.message and s.status == "ok":
+            print(f"  note: {s.key.entry} / {s.key.cell} seed {s.key.seed}: {s.message}", file=sys.stderr)
+    if rendered is None:
+        print(f"error: the tables could not be rendered: {table_error}", file=sys.stderr)
+        return 2
     return 1 if counts["failed"] else 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
     from . import tables
 
+    check_folder(args.results, "--results", must_exist=True)
+    check_seeds(None if args.seed is None else [args.seed])
     task = registry.load_task(args.task)
     text = tables.render(task, args.results, args.profile, fmt=args.format, seed=args.seed, extended=args.extended)
     if args.output:
@@ -173,6 +215,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_jobs
 
+    check_folder(args.results, "--results", must_exist=True)
+    check_seeds(None if args.seed is None else [args.seed])
     task = registry.load_task(args.task)
     result = compare_jobs(task, args.results, args.profile, args.a, args.b, seed=args.seed, metric=args.metric, rows_iid=args.rows_iid)
     print(result.describe())
@@ -182,6 +226,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_rescore(args: argparse.Namespace) -> int:
     from .rescore import rescore
 
+    check_folder(args.results, "--results", must_exist=True)
+    check_folder(args.data_root, "--data-root", must_exist=True)
     done, skipped = rescore(args.task, args.profile, args.results, args.data_root, args.entry)
     print(f"rescored {done} record(s) of {args.task} at {args.profile} under {args.results}")
     for line in skipped:

@@ -21,6 +21,9 @@ from .errors import BenchmarkError
 Family = Literal["segmentation", "reconstruction"]
 FAMILIES: tuple[str, ...] = ("segmentation", "reconstruction")
 PROFILES: tuple[str, ...] = ("smoke", "mini", "paper")
+# per-job wall-clock limit by profile (seconds; ``run --job-timeout`` overrides): generous bounds
+# that only a hung job reaches (slowest committed mini job: 286 s on a loaded 2-core CPU)
+JOB_TIMEOUT_S: Mapping[str, float] = {"smoke": 1800.0, "mini": 6 * 3600.0, "paper": 7 * 24 * 3600.0}
 
 
 # --------------------------------------------------------------------------- entries

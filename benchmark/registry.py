@@ -6,9 +6,12 @@ third-party package would declare its own, so the harness never imports them by 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import logging
 import sys
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 from .contracts import FAMILY_METHODS, EntryMetadata
 from .errors import BenchmarkError
 
+log = logging.getLogger("benchmark")
 TASK_GROUP = "benchmark.tasks"
 ENTRY_GROUP = "benchmark.entries"
 
@@ -104,10 +108,65 @@ def check_entry_class(cls: Any, name: str) -> None:
 
 
 def entries_of_family(family: str) -> list[str]:
-    """Registered entry names of a family (entries that fail to load are reported, not hidden)."""
+    """Registered entry names of a family. An entry point that fails to load is reported (one
+    warning line naming it and the error) and left out: one broken plugin must not stop a run."""
     names = []
     for name in entry_names():
-        cls = load_entry(name)
+        try:
+            cls = load_entry(name)
+        except Exception as exc:  # noqa: BLE001 - a third-party package's bug, not the user's
+            log.warning("skipping entry %r (entry point %s): %s: %s", name, _group(ENTRY_GROUP)[name].value, type(exc).__name__, exc)
+            continue
         if cls.metadata.family == family:
             names.append(name)
     return names
+
+
+@dataclass(frozen=True)
+class ResolvedEntry:
+    """An entry with its identity: the name its records are kept under, and where it came from."""
+
+    spec: str  # as the user gave it
+    cls: type
+    name: str
+    source: str  # "entry point NAME = module:Class (dist VERSION)", "module M", "file PATH (sha256 ...)"
+    registered: bool
+
+    def provenance(self) -> dict[str, str | bool]:
+        return {"spec": self.spec, "source": self.source, "registered": self.registered}
+
+
+def _ep_source(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    where = f" ({dist.name} {dist.version})" if dist is not None else ""
+    return f"entry point {ep.name} = {ep.value}{where}"
+
+
+def resolve_entry(spec: str) -> ResolvedEntry:
+    """Load ``spec`` and fix its identity. A registered entry is known by its entry-point name (its
+    ``metadata.name`` must agree); a ``module:Class`` / ``file.py:Class`` entry by its
+    ``metadata.name``, which must not be a registered entry's name unless it is that very class,
+    so no file can write its numbers under, say, the ``unet3d_scratch`` floor."""
+    cls = load_entry(spec)
+    name = cls.metadata.name
+    eps = _group(ENTRY_GROUP)
+    if spec in eps:
+        if name != spec:
+            raise BenchmarkError(f"entry point {spec!r} ({eps[spec].value}) loads a class whose metadata.name is {name!r}; they must agree")
+        return ResolvedEntry(spec, cls, name, _ep_source(eps[spec]), True)
+    if name in eps:
+        try:
+            same = eps[name].load() is cls
+        except Exception:  # noqa: BLE001 - a broken registered entry cannot be the same class
+            same = False
+        if not same:
+            raise BenchmarkError(f"entry {spec!r} claims the name {name!r}, which is registered by {_ep_source(eps[name])}; "
+                                 "give it its own metadata.name")
+        return ResolvedEntry(spec, cls, name, _ep_source(eps[name]), True)
+    target = spec.rpartition(":")[0]
+    if target.endswith(".py"):
+        path = Path(target).expanduser().resolve()
+        source = f"file {path} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]})"
+    else:
+        source = f"module {target}"
+    return ResolvedEntry(spec, cls, name, source, False)

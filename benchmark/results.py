@@ -3,6 +3,12 @@
 Layout: ``<root>/<task>/<profile>/<entry>/<cell>-seed<k>.json`` (+ ``.npz``). A record carries the
 hash of the resolved job configuration, so ``--resume`` skips a job only if exactly the same job
 already finished. Tables are rendered from these files alone.
+
+Nothing is lost: a record that a new one supersedes moves to ``<entry>/_attempts/`` with its
+statistics, and a failed re-run never replaces an ok record (the failure is kept under
+``_attempts/``, the ok record stays current). Reading checks every record against the versioned
+schema (``benchmark.schema``): a file that is not a readable record is skipped with a warning
+naming it and what is wrong, and statistics are checked against the record that points to them.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -24,8 +31,10 @@ import numpy as np
 
 from . import __version__
 from .errors import BenchmarkError
+from .schema import SCHEMA_VERSION, RecordError, read_record
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("benchmark")
+__all__ = ["SCHEMA_VERSION", "JobKey", "ResultStore", "config_hash", "environment", "now_iso"]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -82,8 +91,9 @@ def git_revision() -> str:
         return "unknown"
 
 
-def environment(device: str) -> dict[str, Any]:
-    """Library versions and machine facts stored in every record."""
+def environment(device: str, probe_device: bool = True) -> dict[str, Any]:
+    """Library versions and machine facts stored in every record. ``probe_device=False`` never
+    touches CUDA (the harness process must not initialise it before forking jobs)."""
     import torch
 
     versions = {"benchmark": __version__, "torch": torch.__version__, "numpy": np.__version__}
@@ -93,7 +103,7 @@ def environment(device: str) -> dict[str, Any]:
         except ImportError:
             pass
     dev_name = platform.processor() or platform.machine()
-    if device.startswith("cuda") and torch.cuda.is_available():
+    if probe_device and device.startswith("cuda") and torch.cuda.is_available():
         dev_name = torch.cuda.get_device_name(torch.device(device))
     return {
         "git_sha": git_revision(),
@@ -128,6 +138,7 @@ class ResultStore:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        self.skipped: list[str] = []  # "path problem" of every file records() could not read
 
     def record_path(self, key: JobKey) -> Path:
         return self.root / key.task / key.profile / key.entry / f"{key.stem()}.json"
@@ -139,42 +150,118 @@ class ResultStore:
         """Checkpoints of an entry for a seed (git-ignored; shared by the entry's cells)."""
         return self.root / key.task / key.profile / key.entry / "_work" / f"seed{key.seed}"
 
-    def is_done(self, key: JobKey, cfg_hash: str) -> bool:
+    def attempts_dir(self, key: JobKey) -> Path:
+        """Superseded and failed-again records of an entry (never read by tables)."""
+        return self.record_path(key).parent / "_attempts"
+
+    def current(self, key: JobKey) -> dict[str, Any] | None:
+        """The job's current record, or None when there is none or it is not a readable record."""
         path = self.record_path(key)
         if not path.is_file():
-            return False
+            return None
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False
-        return rec.get("status") == "ok" and rec.get("config_hash") == cfg_hash and self.stats_path(key).is_file()
+            return read_record(path)
+        except RecordError:
+            return None
 
-    def write(self, key: JobKey, record: dict[str, Any], unit_stats: Mapping[str, np.ndarray] | None) -> Path:
-        """Statistics first, record last: a record on disk always has its statistics beside it."""
+    def is_done(self, key: JobKey, cfg_hash: str) -> bool:
+        rec = self.current(key)
+        return rec is not None and rec.get("status") == "ok" and rec.get("config_hash") == cfg_hash and self.stats_path(key).is_file()
+
+    def _set_aside(self, key: JobKey, stamp: str, tag: str) -> Path:
+        """Move the job's current record (and statistics) to ``_attempts/``; returns the new path."""
+        folder = self.attempts_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{key.stem()}.{stamp.replace(':', '').replace('+0000', 'Z')}.{tag}"
+        target = folder / f"{stem}.json"
+        k = 1
+        while target.exists():
+            target, k = folder / f"{stem}-{k}.json", k + 1
+        stats = self.stats_path(key)
+        if stats.is_file():
+            os.replace(stats, target.with_suffix(".npz"))
+        os.replace(self.record_path(key), target)
+        return target
+
+    def write(self, key: JobKey, record: dict[str, Any], unit_stats: Mapping[str, np.ndarray] | None) -> tuple[Path, str]:
+        """Write a job's record; returns (where it went, a note for the user or "").
+
+        Statistics first, record last: a record on disk always has its statistics beside it. The
+        record it supersedes is kept under ``_attempts/``; a failed record never supersedes an ok
+        one (it goes to ``_attempts/`` itself).
+        """
         path = self.record_path(key)
+        old = self.current(key) if path.is_file() else None
+        note = ""
+        if record.get("status") != "ok" and old is not None and old.get("status") == "ok":
+            folder = self.attempts_dir(key)
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{key.stem()}.{_stamp(record)}.failed.json"
+            atomic_write_json(target, record)
+            return target, f"the ok record of {old.get('finished', '?')} stays current; this failure is kept in {target}"
+        if path.is_file():
+            tag = "superseded" if old is not None else "unreadable"
+            moved = self._set_aside(key, str((old or {}).get("finished") or now_iso()), tag)
+            note = f"the previous record ({tag}) is kept in {moved}"
+            record = {**record, "supersedes": str(moved.relative_to(path.parent))}
         if unit_stats is not None:
-            atomic_write_npz(self.stats_path(key), unit_stats)
-            record = {**record, "unit_stats_file": self.stats_path(key).name}
+            stats_path = self.stats_path(key)
+            atomic_write_npz(stats_path, unit_stats)
+            record = {**record, "unit_stats_file": stats_path.name, "unit_stats_sha256": _sha256(stats_path),
+                      "unit_stats_rows": _rows(unit_stats)}
         atomic_write_json(path, record)
-        return path
+        return path, note
 
     def records(self, task: str, profile: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every record of ``task`` (optionally one profile); unreadable files raise naming the file."""
+        """Every readable record of ``task`` (optionally one profile). Files that are not readable
+        records are skipped with a warning naming each and the problem; ``self.skipped`` lists them."""
         base = self.root / task
         if not base.is_dir():
             return
         pattern = f"{profile}/*/*.json" if profile else "*/*/*.json"
         for path in sorted(base.glob(pattern)):
             try:
-                rec = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"corrupt result record {path}: {exc}") from None
+                rec = read_record(path)
+            except RecordError as exc:
+                self.skipped.append(f"{path} {exc}")
+                log.warning("skipping %s: it %s", path, exc)
+                continue
             rec["_path"] = str(path)
             yield rec
 
     def load_stats(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The per-unit statistics of ``record``, checked against it (sha256 and row count when the
+        record stores them)."""
         path = Path(record["_path"]).with_suffix(".npz")
         if not path.is_file():
             raise BenchmarkError(f"per-unit statistics missing for {record['_path']}: expected {path}")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        want = record.get("unit_stats_sha256")
+        if want and _sha256(path) != want:
+            raise BenchmarkError(f"{path} does not match its record {record['_path']} (sha256 differs): the statistics were changed or replaced")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stats = {k: z[k] for k in z.files}
+        except Exception as exc:  # noqa: BLE001 - zip, pickle and format errors all mean "not our file"
+            raise BenchmarkError(f"{path} is not a readable statistics file ({type(exc).__name__}: {exc})") from None
+        rows = record.get("unit_stats_rows")
+        if rows is None:  # schema 1: the row count the protocol reported
+            extra = record.get("extra") or {}
+            rows = extra.get("n_test_units", extra.get("n_rows"))
+        if "unit_id" not in stats:
+            raise BenchmarkError(f"{path} has no 'unit_id' array; it is not the statistics of {record['_path']}")
+        if rows is not None and len(stats["unit_id"]) != int(rows):
+            raise BenchmarkError(f"{path} holds {len(stats['unit_id'])} rows, its record {record['_path']} says {rows}")
+        return stats
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rows(unit_stats: Mapping[str, np.ndarray]) -> int | None:
+    ids = unit_stats.get("unit_id")
+    return None if ids is None else len(ids)
+
+
+def _stamp(record: Mapping[str, Any]) -> str:
+    return str(record.get("finished") or now_iso()).replace(":", "").replace("+0000", "Z")

@@ -17,11 +17,14 @@ import numpy as np
 import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
+from ..guard import EntryView, without
 from ..metrics import crps_ensemble
 from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_samples
 from . import JobOutput, stage_keys
+
+HIDDEN = ("target_mean", "target_std")  # the harness's de-normalisation constants, never the entry's
 
 
 def row_statistics(obs: torch.Tensor, ens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,7 +65,7 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
     t = time.perf_counter()
     train = task.windows(data, "train", cell, ctx)
     val = task.windows(data, "val", cell, ctx)
-    entry.fit(train, val, ctx.stage(stage_keys("reconstruction", cell)["fit"]))
+    entry.fit(EntryView(train), EntryView(val), ctx.stage(stage_keys("reconstruction", cell)["fit"]))
     timings["fit_s"] = time.perf_counter() - t
 
     test = task.windows(data, "test", cell, ctx)
@@ -75,21 +78,24 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"sample {cell.name}") as bar:
         for batch in loader:
+            # truth, its normalisation and the unit ids are taken before the entry runs; the
+            # entry gets a copy of the inputs (target hidden, no normalisation constants)
             target = task.target(batch).float().cpu()
             b, c = target.shape[:2]
+            obs_phys = task.denormalize(target, batch)
+            sample_ids = np.broadcast_to(np.asarray(task.sample_ids(batch), dtype=str)[:, None], (b, c))
+            clusters = np.broadcast_to(np.asarray(task.units(batch), dtype=str)[:, None], (b, c))
+            inputs = task.inputs(batch)
             if flops is None:
-                flops, flops_batch = count_flops(lambda batch=batch: entry.sample(task.inputs(batch), 1, torch.Generator().manual_seed(0))) or 0, b
-            seen = task.inputs(batch)
+                flops, flops_batch = count_flops(lambda inputs=inputs: entry.sample(without(inputs, HIDDEN), 1, torch.Generator().manual_seed(0))) or 0, b
+            seen = without(inputs, HIDDEN)
             samples = timer.time(lambda seen=seen: entry.sample(seen, members, gen), b)
             check_samples(samples, members, target.shape)
-            obs_phys = task.denormalize(target, batch)
             ens_phys = task.denormalize(samples.float().cpu(), batch)
             stats = row_statistics(obs_phys, ens_phys)
             keep = (stats["pixels"] > 0).numpy()
             for name, value in stats.items():
                 cols.setdefault(name, []).append(value.numpy()[keep])
-            sample_ids = np.broadcast_to(np.asarray(task.sample_ids(batch), dtype=str)[:, None], (b, c))
-            clusters = np.broadcast_to(np.asarray(task.units(batch), dtype=str)[:, None], (b, c))
             channels = np.broadcast_to(np.arange(c)[None, :], (b, c))
             cols.setdefault("sample_id", []).append(sample_ids[keep])
             cols.setdefault("cluster", []).append(clusters[keep])

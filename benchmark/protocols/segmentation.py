@@ -13,11 +13,14 @@ import numpy as np
 import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
+from ..guard import EntryView, without
 from ..metrics import confusion_matrix
 from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_logits
 from . import JobOutput, stage_keys
+
+HIDDEN = ("label",)  # what a segmentation entry never sees at pre-training or prediction time
 
 
 def _loader(dataset: Any, task: Any, batch_size: int) -> torch.utils.data.DataLoader:
@@ -40,11 +43,11 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
 
     t = time.perf_counter()
     stages = stage_keys("segmentation", cell)
-    entry.pretrain(task.unlabeled(data, cell, ctx), ctx.stage(stages["pretrain"]))
+    entry.pretrain(EntryView(task.unlabeled(data, cell, ctx), hidden=HIDDEN), ctx.stage(stages["pretrain"]))
     timings["pretrain_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    entry.finetune(task.labeled(data, "train", cell, ctx), modality, ctx.stage(stages["finetune"]))
+    entry.finetune(EntryView(task.labeled(data, "train", cell, ctx)), modality, ctx.stage(stages["finetune"]))
     timings["finetune_s"] = time.perf_counter() - t
 
     test = task.labeled(data, "test", cell, ctx)
@@ -56,15 +59,17 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"predict {cell.name}") as bar:
         for batch in loader:
+            # truth and ids stay with the harness; the entry gets a copy without the label
             label = batch["label"]
             b, h, w = label.shape
+            ids.extend(str(i) for i in batch.get("id", range(len(ids), len(ids) + b)))
             if flops is None:
-                flops, flops_batch = count_flops(lambda batch=batch: entry.predict(batch, modality)) or 0, b
-            logits = timer.time(lambda batch=batch: entry.predict(batch, modality), b)
+                flops, flops_batch = count_flops(lambda batch=batch: entry.predict(without(batch, HIDDEN), modality)) or 0, b
+            seen = without(batch, HIDDEN)
+            logits = timer.time(lambda seen=seen: entry.predict(seen, modality), b)
             check_logits(logits, b, k, h, w)
             pred = logits.argmax(1).cpu()
             cms.append(confusion_matrix(pred, label, k, ignore_index=ignore, per_unit=True).numpy())
-            ids.extend(str(i) for i in batch.get("id", range(len(ids), len(ids) + b)))
             bar.update(1)
     timings["predict_s"] = time.perf_counter() - t
     cm = np.concatenate(cms).astype(np.int64)

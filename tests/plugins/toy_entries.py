@@ -63,7 +63,7 @@ class WrongShapeEntry:
         pass
 
     def predict(self, batch: dict[str, Any], modality: str) -> torch.Tensor:
-        b, h, w = batch["label"].shape
+        b, _, _, h, w = batch[modality].shape
         return torch.zeros(b, 2, h, w)
 
 
@@ -71,7 +71,7 @@ class NaNEntry(WrongShapeEntry):
     metadata: ClassVar[EntryMetadata] = EntryMetadata("nan_logits", "1", "segmentation", "returns NaN logits")
 
     def predict(self, batch: dict[str, Any], modality: str) -> torch.Tensor:
-        b, h, w = batch["label"].shape
+        b, _, _, h, w = batch[modality].shape
         return torch.full((b, 4, h, w), float("nan"))
 
 

@@ -1,0 +1,121 @@
+"""The versioned schema of a job record, checked whenever a record is read.
+
+pydantic does the checking (types, required keys per status) and gives error locations we can
+turn into one line naming the file. Records may carry more keys than listed (extra="allow"): the
+schema pins what the tools rely on, not everything a record says.
+
+Versions: 1 (first wave); 2 adds the entry's provenance (``entry_source``), the job's isolation and
+timeout, the statistics file's sha256 and row count, and ``attempts`` (superseded records kept
+under ``_attempts/``). Version 1 records stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Named(_Open):
+    name: str
+
+
+class _Task(_Named):
+    version: str
+    family: str
+
+
+class _Entry(_Named):
+    version: str
+    family: str
+
+
+class _Data(_Open):
+    kind: str
+
+
+class _Metric(_Open):
+    estimate: float | None
+
+
+class Record(_Open):
+    """The keys every reader of records (tables, compare, rescore, resume) depends on."""
+
+    schema_: int
+    status: Literal["ok", "failed"]
+    task: _Task
+    cell: _Named
+    entry: _Entry
+    profile: str
+    seed: int
+    config_hash: str
+    data: _Data
+    metrics: dict[str, _Metric] | None = None
+    unit_stats_file: str | None = None
+    error: str | None = None
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_key(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "schema" in values:
+            values = {**values, "schema_": values["schema"]}
+        return values
+
+    @model_validator(mode="after")
+    def _by_status(self) -> Record:
+        if self.schema_ not in READABLE_VERSIONS:
+            raise ValueError(f"schema {self.schema_} is not one this harness reads ({', '.join(map(str, READABLE_VERSIONS))}); "
+                             "it was written by another version of the benchmark")
+        if self.status == "ok" and (not self.metrics or not self.unit_stats_file):
+            raise ValueError("an ok record needs 'metrics' and 'unit_stats_file'")
+        if self.status == "failed" and not self.error:
+            raise ValueError("a failed record needs 'error'")
+        return self
+
+
+class RecordError(ValueError):
+    """A file under the results folder that is not a readable record (the message names the problem)."""
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()) if p != "schema_") or "record"
+    msg = err.get("msg", "invalid").removeprefix("Value error, ")
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The record at ``path`` as a dict, or :class:`RecordError` saying in one line what is wrong."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecordError(f"cannot be read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"is not UTF-8 text (byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"holds a JSON {type(obj).__name__}, not a record")
+    if "schema" not in obj:
+        raise RecordError("has no 'schema' key: not a job record")
+    try:
+        Record.model_validate(obj)
+    except ValidationError as exc:
+        raise RecordError(f"does not match the record schema: {_first_error(exc)}") from None
+    return obj
