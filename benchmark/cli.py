@@ -243,6 +243,8 @@ def cmd_check_entry(args: argparse.Namespace) -> int:
     print(f"{status}: {rep.entry} ({rep.family}) — {rep.message} in {rep.seconds:.1f} s")
     if rep.ok:
         print(f"  mock-task score: {rep.main_metric:.4f}; parameters: {rep.parameters if rep.parameters is not None else 'n/a'}")
+    for line in rep.warnings:
+        print(f"  warning: {line}")
     return 0 if rep.ok else 1
 
 

@@ -7,7 +7,8 @@ fork-safe; measured here: a 2-thread matmul in a plain ``fork`` child never retu
 ``spawn`` pays the torch import (~2 s) per job. The server starts once per harness process
 (~2 s); each child then costs ~50 ms.
 
-The child ignores SIGINT and runs in its own process group: Ctrl-C reaches the harness only, which
+The child takes the harness's current environment variables and working directory (the server's
+are those of the moment it started), ignores SIGINT and runs in its own process group: Ctrl-C reaches the harness only, which
 kills the child (and its data-loader workers) and stops. ``KeyboardInterrupt`` raised inside the
 child is the job's failure, not the user's.
 """
@@ -48,9 +49,12 @@ def _ctx() -> Any:
     return _context
 
 
-def _child(fn: Callable[[Any], Any], arg: Any, conn: Any) -> None:
+def _child(fn: Callable[[Any], Any], arg: Any, conn: Any, env: dict[str, str], cwd: str) -> None:
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
     try:
         result: tuple = ("ok", fn(arg))
     except BaseException as exc:  # noqa: BLE001 - SystemExit / KeyboardInterrupt from the job end the job only
@@ -91,7 +95,7 @@ def run_isolated(fn: Callable[[Any], Any], arg: Any, timeout: float | None = Non
     """``fn(arg)`` in a child process; ``fn`` must be importable (module level), ``arg`` picklable."""
     ctx = _ctx()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(fn, arg, send), daemon=False)
+    proc = ctx.Process(target=_child, args=(fn, arg, send, dict(os.environ), os.getcwd()), daemon=False)
     start = time.perf_counter()
     proc.start()
     send.close()

@@ -96,6 +96,15 @@ class MockSegmentationTask:
 
     collate = staticmethod(sits_collate)
 
+    def perturb_hidden(self, data: dict, seed: int) -> None:
+        """Replace every test label by another class (check-entry's probe: an honest entry's
+        predictions cannot depend on what it never sees)."""
+        g = torch.Generator().manual_seed(seed)
+        for item in data["test"]:
+            lab = item["label"]
+            shift = torch.randint(1, self.num_classes, lab.shape, generator=g)
+            item["label"] = torch.where(lab == self.ignore_index, lab, (lab + shift) % self.num_classes)
+
 
 # --------------------------------------------------------------------------- reconstruction
 class MockReconstructionTask:
@@ -173,6 +182,14 @@ class MockReconstructionTask:
 
     def units(self, batch: dict[str, Any]) -> list[str]:
         return list(batch["storm"])
+
+    def perturb_hidden(self, data: dict, seed: int) -> None:
+        """Replace the hidden target values of every test window by noise (check-entry's probe)."""
+        g = torch.Generator().manual_seed(seed)
+        for item in data["test"]:
+            values = item["sources"][item["target"]]["values"]
+            item["sources"][item["target"]] = {**item["sources"][item["target"]],
+                                               "values": torch.where(torch.isfinite(values), 3 * torch.randn(values.shape, generator=g), values)}
 
     def sample_ids(self, batch: dict[str, Any]) -> list[str]:
         return list(batch["id"])

@@ -175,10 +175,8 @@ def _break(kind: str, root: Path, tile: str) -> Path:
     if kind == "s2 bands":
         _rewrite(img, s2=a["s2"][:4])
         return img
-    if kind == "s1 nan":
-        s1 = a["s1"].copy()
-        s1[0, 0, 0, 0] = np.nan
-        _rewrite(img, s1=s1)
+    if kind == "s1 nan":  # no finite value at all (isolated NaN pixels are masked: tests/test_data_checks_sits.py)
+        _rewrite(img, s1=np.full_like(a["s1"], np.nan))
         return img
     if kind == "label shape":
         _rewrite(lab, truth=_arrays(lab)["truth"][:8, :8])
@@ -289,9 +287,11 @@ def test_tampered_synthetic_data_is_refused(harness, tmp_path):
     fake = task.synthetic_dir(tmp_path)
     for sub in ("npy", "truth"):
         (fake / sub).mkdir(parents=True)
-    shutil.copy(data.root / "MANIFEST.json", fake)
     rows = read_partitions(data.root)
-    (fake / "list_eval_partition.csv").write_text("id,partition\n" + "".join(f"{t},{(p + 1) % 3}\n" for t, p in rows))
+    csv = fake / "list_eval_partition.csv"
+    csv.write_text("id,partition\n" + "".join(f"{t},{(p + 1) % 3}\n" for t, p in rows))
+    # a manifest that agrees with the tampered files (an edit the manifest check alone would miss)
+    (fake / "MANIFEST.json").write_text(json.dumps({"files": {csv.name: hashlib.sha256(csv.read_bytes()).hexdigest()}}))
     with pytest.raises(DataError, match="frozen"):
         task.resolve_data(tmp_path, "smoke")
 
