@@ -63,7 +63,7 @@ def _predictions(task: Any, data: Any, cell: Any, entry: Any, ctx: RunContext) -
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(x.shape == y.shape and torch.equal(torch.nan_to_num(x), torch.nan_to_num(y)) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x.shape == y.shape and torch.equal(torch.nan_to_num(x), torch.nan_to_num(y)) for x, y in zip(a, b, strict=True))
 
 
 def hidden_truth_probe(task: Any, data: Any, cell: Any, entry: Any, ctx: RunContext) -> tuple[bool, str]:

@@ -15,17 +15,22 @@ child is the job's failure, not the user's.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-PRELOAD = ["torch", "numpy", "benchmark.execution"]
+# imported once by the server, shared by every child: torch, and what the protocols import lazily
+# on first use (the FLOP counter pulls in torch._dynamo: ~2 s per child otherwise, measured)
+PRELOAD = ["torch", "torch._dynamo", "torch.utils.flop_counter", "numpy", "pandas", "tqdm.auto",
+           "benchmark.execution", "benchmark.protocols.segmentation", "benchmark.protocols.reconstruction"]
 _context: Any = None
 
 
@@ -91,13 +96,34 @@ def _kill(proc: Any) -> None:
     proc.join(5)
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Keep the child from re-running the caller's ``__main__`` (what a forkserver child does to
+    unpickle functions defined there): a script calling ``runner.run`` at top level, without an
+    ``if __name__ == "__main__"`` guard, would otherwise start itself again in every job. The
+    functions a child runs live in importable modules, so it never needs ``__main__``."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                main.__dict__.pop("__spec__", None)
+
+
 def run_isolated(fn: Callable[[Any], Any], arg: Any, timeout: float | None = None) -> Outcome:
     """``fn(arg)`` in a child process; ``fn`` must be importable (module level), ``arg`` picklable."""
     ctx = _ctx()
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, arg, send, dict(os.environ), os.getcwd()), daemon=False)
     start = time.perf_counter()
-    proc.start()
+    with _main_module_hidden():
+        proc.start()
     send.close()
     try:
         deadline = None if not timeout else start + timeout

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -97,10 +98,10 @@ def environment(device: str, probe_device: bool = True) -> dict[str, Any]:
     import torch
 
     versions = {"benchmark": __version__, "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("sklearn", "pandas", "xarray"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
+    for mod, dist in (("sklearn", "scikit-learn"), ("pandas", "pandas"), ("xarray", "xarray")):
+        try:  # the installed distribution's version: importing them would cost ~2 s per job process
+            versions[mod] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     dev_name = platform.processor() or platform.machine()
     if probe_device and device.startswith("cuda") and torch.cuda.is_available():

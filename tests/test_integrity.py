@@ -253,3 +253,14 @@ def test_cli_mistakes_are_one_line(args: list[str], message: str, capsys: pytest
     code = main(["run", "--task", SEG, "--profile", "smoke", "--entry", f"{CHEAT}:HonestCentroid", *args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_two_current_records_for_one_job_stop_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    runner.run(SEG, [f"{CHEAT}:HonestCentroid"], profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
+    base = tmp_path / "mock_segmentation" / "smoke"
+    shutil.copytree(base / "honest_centroid", base / "honest_centroid_copy")
+    assert main(["table", "--task", SEG, "--profile", "smoke", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: two records for honest_centroid/radar-100 seed 0:") and "honest_centroid_copy" in err

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark.contracts import EntryMetadata, RunContext
-
 from tests.plugins.toy_entries import InputMeanEntry
 
 
@@ -107,7 +106,7 @@ class OverwriteBatch(HonestCentroid):
         logits = super().predict(batch, modality)
         if "label" in batch:
             batch["label"].copy_(logits.argmax(1))
-        for key, value in list(batch.items()):
+        for value in list(batch.values()):
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 value.fill_(0.0)
         batch["id"] = ["same"] * len(batch.get("id", []))

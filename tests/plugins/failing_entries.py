@@ -9,7 +9,6 @@ import time
 from typing import Any, ClassVar
 
 from benchmark.contracts import EntryMetadata, RunContext
-
 from tests.plugins.cheat_entries import HonestCentroid
 
 
