@@ -62,6 +62,20 @@ def test_check_entry_fails_an_entry_that_finds_labels_on_the_heap() -> None:
     assert check_entry(f"{CHEAT}:PeekLabel").ok  # the label is simply not there any more
 
 
+def test_every_job_probes_that_predictions_ignore_the_hidden_truth(tmp_path: Path) -> None:
+    seg = runner.run(SEG, [f"{CHEAT}:GcLabels", f"{CHEAT}:HonestCentroid"], profile="smoke", results_dir=tmp_path, cells=["radar-100"],
+                     show_progress=False, device="cpu")
+    rec = runner.run(REC, [f"{CHEAT}:GcTargets", "tests.plugins.toy_entries:InputMeanEntry"], profile="smoke", results_dir=tmp_path,
+                     cells=["win1h-all"], show_progress=False, device="cpu")
+    by = {s.key.entry: s for s in seg + rec}
+    assert by["cheat_gc"].status == "failed" and "HiddenTruthUsed: predictions change when the harness changes the test labels" in by["cheat_gc"].message
+    assert by["cheat_gc_targets"].status == "failed" and "hidden target values" in by["cheat_gc_targets"].message
+    store = ResultStore(tmp_path)
+    probes = [r["extra"]["hidden_truth_probe"] for t in ("mock_segmentation", "mock_reconstruction") for r in store.records(t, "smoke")
+              if r["status"] == "ok"]
+    assert probes == ["passed", "passed"]
+
+
 def test_batches_and_views_are_copies() -> None:
     label = torch.arange(6).reshape(2, 3)
     batch = {"label": label, "x": {"v": torch.ones(2)}, "id": ["a", "b"]}

@@ -19,6 +19,7 @@ import torch
 from ..contracts import Cell, RunContext, TaskSpec
 from ..guard import EntryView, without
 from ..metrics import crps_ensemble
+from ..probes import perturb_targets, probe
 from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_samples
@@ -75,9 +76,13 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
     cols: dict[str, list[np.ndarray]] = {}
     flops: int | None = None
     flops_batch = 1
+    probed: str | None = None
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"sample {cell.name}") as bar:
         for batch in loader:
+            if probed is None:  # first batch: samples must not depend on the hidden target values
+                probed = probe(lambda batch=batch: entry.sample(without(task.inputs(batch), HIDDEN), members, torch.Generator().manual_seed(1)),
+                               lambda batch=batch: perturb_targets(batch), "hidden target values")
             # truth, its normalisation and the unit ids are taken before the entry runs; the
             # entry gets a copy of the inputs (target hidden, no normalisation constants)
             target = task.target(batch).float().cpu()
@@ -113,4 +118,4 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
         "flops_per_sample": (flops / flops_batch) if flops else None,
     }
     return JobOutput(metrics=metrics, unit_stats=rows, throughput=throughput, timings=timings,
-                     extra={"n_rows": int(len(rows["crps"])), "members": members, "fit_log": dict(ctx.fit_log)})
+                     extra={"n_rows": int(len(rows["crps"])), "members": members, "fit_log": dict(ctx.fit_log), "hidden_truth_probe": probed})

@@ -15,6 +15,7 @@ import torch
 from ..contracts import Cell, RunContext, TaskSpec
 from ..guard import EntryView, without
 from ..metrics import confusion_matrix
+from ..probes import perturb_labels, probe
 from ..scoring import check_defined, score_job
 from ..throughput import Timer, count_flops, train_throughput
 from ..validation import check_logits
@@ -56,6 +57,7 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
     cms, ids = [], []
     flops: int | None = None
     flops_batch = 1
+    probed: str | None = None
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"predict {cell.name}") as bar:
         for batch in loader:
@@ -69,6 +71,9 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
             logits = timer.time(lambda seen=seen: entry.predict(seen, modality), b)
             check_logits(logits, b, k, h, w)
             pred = logits.argmax(1).cpu()
+            if probed is None:  # first batch: predictions must not depend on the labels the entry never saw
+                probed = probe(lambda batch=batch: entry.predict(without(batch, HIDDEN), modality).argmax(1).cpu(),
+                               lambda batch=batch: perturb_labels(batch, k, ignore), "test labels", first=pred)
             cms.append(confusion_matrix(pred, label, k, ignore_index=ignore, per_unit=True).numpy())
             bar.update(1)
     timings["predict_s"] = time.perf_counter() - t
@@ -84,5 +89,5 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
         unit_stats={"confusion": cm, "unit_id": np.asarray(ids, dtype=str)},
         throughput=throughput,
         timings=timings,
-        extra={"n_test_units": int(len(cm)), "fit_log": dict(ctx.fit_log)},
+        extra={"n_test_units": int(len(cm)), "fit_log": dict(ctx.fit_log), "hidden_truth_probe": probed},
     )

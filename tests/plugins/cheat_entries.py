@@ -196,3 +196,19 @@ class WalkToStore(InputMeanEntry):
         if self.found:
             raise RuntimeError(f"reached {self.found} from the training view")
         super().fit(train, val, ctx)
+
+
+class GcTargets(InputMeanEntry):
+    """Searches the heap for the harness's batch and returns the hidden target values (out of
+    scope for in-process prevention; the hidden-truth probe of every job catches it)."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("cheat_gc_targets", "1", "reconstruction", "finds hidden targets through gc")
+
+    def sample(self, batch: dict[str, Any], n: int, generator: torch.Generator) -> torch.Tensor:
+        honest = super().sample(batch, n, generator)
+        for obj in gc.get_objects():
+            if isinstance(obj, dict) and obj is not batch and "sources" in obj and obj.get("id") == batch.get("id") and "target" in obj:
+                truth = torch.stack([obj["sources"][t]["values"][i] for i, t in enumerate(obj["target"])])
+                if torch.isfinite(truth).any():
+                    return torch.where(torch.isfinite(truth), truth.expand_as(honest), honest)
+        return honest
