@@ -47,7 +47,7 @@ class FakeTc(TcPrimedTask):
     def build_synthetic(self, out: Path, seed: int, **kw: Any) -> dict[str, Any]:
         with (Path(out).parent / LOG).open("a") as fh:
             fh.write(f"tc {os.getpid()}\n")
-        time.sleep(1.0)
+        time.sleep(0.5)  # both processes are past the barrier: the other one arrives meanwhile
         prepared = out / "prepared"
         prepared.mkdir(parents=True)
         for name in ("STORE.json", "index.csv", "stats.json", "splits.json", "sources.json"):
@@ -133,7 +133,7 @@ def test_tc_prepared_store_is_verified_by_content(tiny_tc: Path, tmp_path: Path)
 
 # ------------------------------------------------------------------ 8. two processes at first use
 def _first_use(root: str, barrier: Any) -> None:
-    TinyPastis.delay_s = 1.0  # generation overlaps the other process's start
+    TinyPastis.delay_s = 0.5  # both processes are past the barrier: the other one arrives meanwhile
     barrier.wait()
     TinyPastis().ensure_synthetic(Path(root))
     FakeTc().ensure_synthetic(Path(root))

@@ -15,10 +15,15 @@ import torch
 
 from benchmark.errors import DataError
 from tasks.africa_crop_type import AfricaCropTypeTask
-from tasks.africa_crop_type.dataset import SouthSudanDataset, image_path, read_partitions, truth_path
+from tasks.africa_crop_type.dataset import (
+    SouthSudanDataset,
+    image_path,
+    read_partitions,
+    truth_path,
+)
 from tasks.africa_crop_type.synthetic import npz_bytes, write_south_sudan
 from tasks.pastis_r import PastisRTask
-from tasks.pastis_r.dataset import PastisRDataset, read_metadata
+from tasks.pastis_r.dataset import PastisRDataset
 from tasks.pastis_r.synthetic import generate
 from tasks.sits.splits import check_disjoint
 

@@ -233,6 +233,19 @@ def test_prepare_refuses_an_earlier_splits_json_with_a_storm_in_two_splits(work:
         prepare_store(work / "raw", work / "store", scheduler="sync", progress=False, say=lambda s: None)
 
 
+def test_files_prepared_under_older_checks_are_read_again(work: Path) -> None:
+    """An incremental re-run does not trust journal records written before these checks existed."""
+    journal = work / "store/files.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert {r["checks"] for r in records} == {2}
+    journal.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "checks"}) + "\n" for r in records))
+
+    def read_now() -> int:
+        return prepare_store(work / "raw", work / "store", scheduler="sync", progress=False, say=lambda s: None)["read_now"]
+
+    assert read_now() == 3 and read_now() == 0
+
+
 def test_store_refuses_storms_in_two_splits(work: Path) -> None:
     root = work / "store"
     Store.open(root)

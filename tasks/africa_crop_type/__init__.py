@@ -103,13 +103,16 @@ class AfricaCropTypeTask(SITSTask):
 
     def split_ids(self, root: Path) -> dict[str, list[str]]:
         splits = partition_ids(root)
-        check_disjoint(splits)
+        check_disjoint(splits, where=str(Path(root) / PARTITION_CSV))
         if not splits["train"] or not splits["test"]:
             raise DataError(f"{Path(root) / PARTITION_CSV}: no {'train' if not splits['train'] else 'test'} tiles (partition codes 0 train, 1 val, 2 test)")
         got = {k: len(v) for k, v in splits.items()}
         if not (Path(root) / "MANIFEST.json").is_file() and got != EXPECTED_REAL_COUNTS:
             log.warning("%s: partitions have %s tiles, the published South Sudan split has %s", Path(root) / PARTITION_CSV, got, EXPECTED_REAL_COUNTS)
         return splits
+
+    def split_source(self, root: Path) -> str:
+        return str(Path(root) / PARTITION_CSV)
 
     def real_checksum(self, root: Path) -> str:
         return file_sha256(Path(root) / PARTITION_CSV)

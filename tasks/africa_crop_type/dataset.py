@@ -39,7 +39,10 @@ six-digit tile id as a string). With ``normalize`` each band is standardised wit
 South Sudan statistics (Rustowicz ``constants.py``, identical in SustainBench).
 
 Bad input raises :class:`benchmark.errors.DataError` naming the file and the problem. A missing
-dates file is not an error: the file's time order is used, with a warning.
+dates file is not an error: the file's time order is used, with a warning. Labels must be integers
+(integral floats are accepted); NaN/inf pixels are set to 0 after normalisation and dates with no
+finite value dropped, with a warning once per file and a count in ``nonfinite_counts``
+(:mod:`tasks.sits.checks`; every check is listed in ``docs/data_checks.md``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import DataError
+from tasks.sits.checks import integer_labels, nonfinite_message
 
 COUNTRY = "southsudan"
 PARTITION_CSV = "list_eval_partition.csv"
@@ -124,7 +128,7 @@ def read_partitions(root: Path) -> list[tuple[str, int]]:
         raise DataError(f"{path}: header {rows[0]} lacks the SustainBench columns 'id' and 'partition'")
     ci, cp = header.index("id"), header.index("partition")
     out: list[tuple[str, int]] = []
-    seen: set[str] = set()
+    seen: dict[str, list[tuple[int, int]]] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
@@ -135,10 +139,13 @@ def read_partitions(root: Path) -> list[tuple[str, int]]:
             raise DataError(f"{path}, line {line}: expected an integer id and partition, got {row}") from None
         if part not in PARTITIONS.values():
             raise DataError(f"{path}, line {line}: partition {part} of id {tile} is not 0 (train), 1 (val) or 2 (test)")
-        if tile in seen:
-            raise DataError(f"{path}, line {line}: id {tile} appears twice")
-        seen.add(tile)
+        seen.setdefault(tile, []).append((line, part))
         out.append((tile, part))
+    repeated = {t: v for t, v in seen.items() if len(v) > 1}
+    if repeated:  # an id listed twice may sit in two partitions (train and test): refused, whatever the codes
+        names = {code: name for name, code in PARTITIONS.items()}
+        shown = ", ".join(f"{t} (lines {'/'.join(str(ln) for ln, _ in v)}: {'/'.join(names[p] for _, p in v)})" for t, v in sorted(repeated.items())[:3])
+        raise DataError(f"{path}: {len(repeated)} tile id(s) listed more than once, e.g. {shown}; each tile must be in one partition")
     return out
 
 
@@ -229,6 +236,7 @@ class SouthSudanDataset(torch.utils.data.Dataset):
         self._cache_bytes = 0
         self._cache: dict[int, dict[str, Any]] = {}
         self._warned_dates: set[str] = set()
+        self.nonfinite_counts: dict[str, int] = {}  # "<file>: '<array>'" -> NaN/inf values masked (tasks.sits.checks)
 
     @staticmethod
     def _stat(mean: Sequence[float], std: Sequence[float], index: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -253,6 +261,12 @@ class SouthSudanDataset(torch.utils.data.Dataset):
                 self._cache[i] = sample
                 self._cache_bytes += size
         return dict(sample)
+
+    def _report_nonfinite(self, where: str, bad: int, total: int, dropped: int) -> None:
+        first = where not in self.nonfinite_counts
+        self.nonfinite_counts[where] = bad
+        if first:
+            warnings.warn(nonfinite_message(where, bad, total, dropped, self.normalize), stacklevel=5)
 
     # -- reading one tile
     def _dates(self, sat: str, tile: str, n: int, npz: Path) -> np.ndarray | None:
@@ -296,8 +310,10 @@ class SouthSudanDataset(torch.utils.data.Dataset):
                     x = np.concatenate([x, x[1:2] / x[0:1]])
             x = x[self.radar_index]
         x = np.asarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise DataError(f"{npz}: '{sat}' contains NaN or inf")
+        finite = np.isfinite(x)
+        clean = bool(finite.all())
+        if not clean and not finite.any():
+            raise DataError(f"{npz}: '{sat}' contains NaN or inf only (no finite value)")
         if self.normalize:  # in numpy: tiny element-wise torch ops contend for threads in loader workers
             mean, std = self._stats["optical" if sat == "s2" else "radar"]
             x = (x - mean) / std
@@ -305,6 +321,11 @@ class SouthSudanDataset(torch.utils.data.Dataset):
         if days is None:
             days = np.arange(arr.shape[3], dtype=np.float64)
         order = np.argsort(days, kind="stable")
+        if not clean:  # policy of tasks.sits.checks: 0 after normalisation; dates with no finite value dropped
+            x = np.where(finite, x, np.float32(0))
+            keep = finite.any(axis=(0, 1, 2))  # per date (time is the last axis)
+            order = order[keep[order]]
+            self._report_nonfinite(f"{npz}: '{sat}'", int((~finite).sum()), finite.size, int((~keep).sum()))
         series = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)[order]))
         return series, torch.from_numpy(days[order].astype(np.float32))
 
@@ -313,14 +334,7 @@ class SouthSudanDataset(torch.utils.data.Dataset):
         raw = _load_npz(path, ("truth",), "label")["truth"]
         if raw.ndim != 2:
             raise DataError(f"{path}: 'truth' has shape {raw.shape}, expected H × W")
-        if np.issubdtype(raw.dtype, np.floating):
-            if np.isnan(raw).any():
-                raise DataError(f"{path}: 'truth' contains NaN")
-            if not np.isfinite(raw).all() or (raw != np.round(raw)).any():
-                raise DataError(f"{path}: 'truth' holds non-integer values")
-        elif not (np.issubdtype(raw.dtype, np.integer) or raw.dtype == bool):
-            raise DataError(f"{path}: 'truth' has dtype {raw.dtype}, expected integers")
-        values = raw.astype(np.int64)
+        values = integer_labels(raw, f"{path}: 'truth'")
         bad = np.unique(values[(values < 0) | (values > NUM_CLASSES)])
         if bad.size:
             raise DataError(f"{path}: label values {bad[:10].tolist()} out of range (expected 0 unlabelled, 1..4 = {', '.join(CLASS_NAMES)})")

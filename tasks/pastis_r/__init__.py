@@ -91,6 +91,9 @@ class PastisRTask(SITSTask):
     def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
         return generate(out, seed, **size)
 
+    def split_source(self, root: Path) -> str:
+        return str(root / "metadata.geojson")
+
     def real_checksum(self, root: Path) -> str:
         from ..sits.splits import file_sha256
 

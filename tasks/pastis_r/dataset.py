@@ -20,6 +20,12 @@ md5 ``4887513d6c2d2b07fa935d325bd53e09``, CC-BY-4.0):
 Protocol (DESIGN.md §6): folds 1–3 train, 4 val, 5 test; radar = S1A by default (S1D
 selectable); optical = RGB (B4, B3, B2) by default (all 10 bands selectable); dates as days since
 2018-09-01; normalisation statistics from the training folds only, whatever split is read.
+
+Checks (``docs/data_checks.md``): an ``ID_PATCH`` listed twice in the metadata is refused (it
+could sit in two splits); labels must be integers (integral floats are accepted); ``NORM_*`` files
+must hold, per fold, one finite mean and one finite std > 0 per channel; NaN/inf pixels are set to 0
+after normalisation and dates with no finite value dropped, with a warning once per file and a
+count in ``nonfinite_counts`` (:mod:`tasks.sits.checks`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import DataError
+from tasks.sits.checks import integer_labels, nonfinite_message
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +140,18 @@ def read_metadata(root: Path) -> list[dict[str, Any]]:
                  for f in doc["features"]]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a GeoJSON FeatureCollection with feature properties ({exc})") from None
+    folds: dict[str, list[int]] = {}
     for p in props:
         for key in ("ID_PATCH", "Fold"):
             if key not in p:
                 raise DataError(f"{path}: a feature lacks the {key!r} property")
         if int(p["Fold"]) not in range(1, 6):
             raise DataError(f"{path}: patch {p['ID_PATCH']} has Fold {p['Fold']}, expected 1..5")
+        folds.setdefault(str(p["ID_PATCH"]), []).append(int(p["Fold"]))
+    repeated = {pid: f for pid, f in folds.items() if len(f) > 1}
+    if repeated:  # a patch in two folds would sit in two splits (e.g. train and test)
+        shown = ", ".join(f"{pid} (Fold {'/'.join(map(str, f))})" for pid, f in sorted(repeated.items())[:3])
+        raise DataError(f"{path}: {len(repeated)} ID_PATCH value(s) listed in more than one feature, e.g. {shown}; each patch must appear once")
     return props
 
 
@@ -154,16 +167,37 @@ def _load_npy(path: Path, *, ndim: int, what: str) -> np.ndarray:
     return arr
 
 
-def _norm_from_file(path: Path, channels: int, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+RADAR_CHANNELS = ("VV", "VH", "VV/VH")
+
+
+def _norm_from_file(path: Path, channels: int, folds: Sequence[int], names: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per channel, averaged over ``folds``; every fold's lists must have ``channels``
+    values, finite means and finite std > 0 (a zero std would turn every sample into inf/NaN)."""
+    shape = f"{{'Fold_k': {{'mean': [...], 'std': [...]}}}} for folds {list(folds)}"
     try:
         doc = json.loads(path.read_text())
-        means = np.array([doc[f"Fold_{f}"]["mean"] for f in folds], dtype=np.float64)
-        stds = np.array([doc[f"Fold_{f}"]["std"] for f in folds], dtype=np.float64)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: expected {{'Fold_k': {{'mean': [...], 'std': [...]}}}} for folds {list(folds)} ({exc})") from None
-    if means.shape[1] != channels or stds.shape[1] != channels:
-        raise DataError(f"{path}: statistics have {means.shape[1]} channels, the arrays have {channels}")
-    return means.mean(0), stds.mean(0)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: expected {shape} ({exc})") from None
+    per_key: dict[str, list[np.ndarray]] = {"mean": [], "std": []}
+    for f in folds:
+        entry = doc.get(f"Fold_{f}") if isinstance(doc, dict) else None
+        if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
+            raise DataError(f"{path}: expected {shape} (Fold_{f} is missing or lacks 'mean'/'std')")
+        for key in ("mean", "std"):
+            try:
+                values = np.array(entry[key], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: Fold_{f} '{key}' is not a list of numbers") from None
+            if values.ndim != 1 or values.shape[0] != channels:
+                raise DataError(f"{path}: Fold_{f} '{key}' has {values.size} value(s), the arrays have {channels} channels")
+            bad = ~np.isfinite(values) | ((values <= 0) if key == "std" else False)
+            if bad.any():
+                c = int(np.flatnonzero(bad)[0])
+                name = f" ({names[c]})" if c < len(names) else ""
+                need = "finite and > 0" if key == "std" else "finite"
+                raise DataError(f"{path}: Fold_{f} '{key}' of channel {c}{name} is {float(values[c])!r}; it must be {need}")
+            per_key[key].append(values)
+    return np.array(per_key["mean"]).mean(0), np.array(per_key["std"]).mean(0)
 
 
 class PastisRDataset(torch.utils.data.Dataset):
@@ -201,6 +235,7 @@ class PastisRDataset(torch.utils.data.Dataset):
                 raise DataError(f"{self.root / 'metadata.geojson'}: {len(unknown)} requested id(s) not in folds {self.folds}, e.g. {sorted(unknown)[:3]}")
         self.ids = [str(p["ID_PATCH"]) for p in self.meta]
         self._warned_dates: set[str] = set()
+        self.nonfinite_counts: dict[str, int] = {}  # file -> NaN/inf values masked (tasks.sits.checks)
         self.cache_dir = cache_dir
         self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if normalize:
@@ -216,11 +251,12 @@ class PastisRDataset(torch.utils.data.Dataset):
     # -- normalisation statistics
     def _norm_stats(self, sat: str, channels: int, props: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         path = self.root / f"NORM_{sat}_patch.json"
+        names = S2_BANDS if sat == "S2" else RADAR_CHANNELS
         if path.is_file():
-            return _norm_from_file(path, channels, TRAIN_FOLDS)
+            return _norm_from_file(path, channels, TRAIN_FOLDS, names)
         cached = self._computed_norm_path(sat)
         if cached.is_file():
-            return _norm_from_file(cached, channels, TRAIN_FOLDS)
+            return _norm_from_file(cached, channels, TRAIN_FOLDS, names)
         warnings.warn(f"{path} is missing: computing {sat} statistics from training folds {TRAIN_FOLDS} and caching them in {cached}", stacklevel=3)
         per_fold: dict[str, dict[str, list[float]]] = {}
         for fold in TRAIN_FOLDS:
@@ -229,14 +265,21 @@ class PastisRDataset(torch.utils.data.Dataset):
                 if int(p["Fold"]) != fold:
                     continue
                 arr = self._array(sat, str(p["ID_PATCH"])).astype(np.float64)
-                means.append(arr.mean(axis=(0, 2, 3)))
-                stds.append(arr.std(axis=(0, 2, 3)))
+                if np.isfinite(arr).all():
+                    means.append(arr.mean(axis=(0, 2, 3)))
+                    stds.append(arr.std(axis=(0, 2, 3)))
+                else:  # non-finite pixels are masked in samples (see __getitem__): leave them out here too
+                    arr[~np.isfinite(arr)] = np.nan
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel: NaN, refused below
+                        means.append(np.nanmean(arr, axis=(0, 2, 3)))
+                        stds.append(np.nanstd(arr, axis=(0, 2, 3)))
             if not means:
                 raise DataError(f"{self.root}: no patches in training fold {fold} to compute {sat} statistics from")
             per_fold[f"Fold_{fold}"] = {"mean": np.mean(means, 0).tolist(), "std": np.mean(stds, 0).tolist()}
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(per_fold))
-        return _norm_from_file(cached, channels, TRAIN_FOLDS)
+        return _norm_from_file(cached, channels, TRAIN_FOLDS, names)
 
     def _computed_norm_path(self, sat: str) -> Path:
         base = self.cache_dir
@@ -279,6 +322,13 @@ class PastisRDataset(torch.utils.data.Dataset):
             raise DataError(f"{where}: {len(days)} dates but DATA_{sat}/{sat}_{pid}.npy has {n} time steps")
         return torch.tensor(days, dtype=torch.float32)
 
+    def _report_nonfinite(self, path: Path, bad: int, total: int, dropped: int) -> None:
+        key = str(path)
+        first = key not in self.nonfinite_counts
+        self.nonfinite_counts[key] = bad
+        if first:
+            warnings.warn(nonfinite_message(key, bad, total, dropped, self.normalize), stacklevel=3)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -289,7 +339,7 @@ class PastisRDataset(torch.utils.data.Dataset):
         pid = self.ids[index]
         target_path = self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy"
         target = _load_npy(target_path, ndim=3, what="target")
-        label = torch.from_numpy(np.array(target[0], dtype=np.int64))
+        label = torch.from_numpy(integer_labels(np.asarray(target[0]), f"{target_path}: channel 0 (semantic labels)"))
         if label.min() < 0 or label.max() >= NUM_LABELS:
             raise DataError(f"{target_path}: label values must be in 0..{NUM_LABELS - 1}, found {int(label.min())}..{int(label.max())}")
         sample: dict[str, Any] = {"id": pid, "label": label}
@@ -297,21 +347,30 @@ class PastisRDataset(torch.utils.data.Dataset):
             sample["coords"] = torch.tensor(props[CENTROID_KEY], dtype=torch.float32)
         for key, sat in (("optical", "S2"), ("radar", self.radar)):
             arr = self._array(sat, pid)
+            array_path = self.root / f"DATA_{sat}" / f"{sat}_{pid}.npy"
             if arr.shape[2:] != label.shape:
-                raise DataError(f"{self.root / f'DATA_{sat}' / f'{sat}_{pid}.npy'}: spatial size {arr.shape[2:]} differs from the label's {tuple(label.shape)}")
+                raise DataError(f"{array_path}: spatial size {arr.shape[2:]} differs from the label's {tuple(label.shape)}")
             if key == "optical" and self.optical_bands == "rgb":
                 x = torch.from_numpy(np.array(arr[:, list(RGB)], dtype=np.float32))
             else:
                 x = torch.from_numpy(np.array(arr, dtype=np.float32))
-            if not torch.isfinite(x).all():
-                raise DataError(f"{self.root / f'DATA_{sat}' / f'{sat}_{pid}.npy'}: contains NaN or inf")
+            finite = torch.isfinite(x)
+            clean = bool(finite.all())
+            if not clean and not bool(finite.any()):
+                raise DataError(f"{array_path}: contains NaN or inf only (no finite value)")
             if self.normalize:
                 mean, std = self._stats[sat]
                 if key == "optical" and self.optical_bands == "rgb":
                     mean, std = mean[list(RGB)], std[list(RGB)]
                 x = (x - mean) / std
+            dates = self._dates(props, sat, x.shape[0], pid)
+            if not clean:  # policy of tasks.sits.checks: 0 after normalisation; dates with no finite value dropped
+                x = torch.where(finite, x, torch.zeros((), dtype=x.dtype))
+                keep = finite.flatten(1).any(1)
+                x, dates = x[keep], dates[keep]
+                self._report_nonfinite(array_path, int((~finite).sum()), finite.numel(), int((~keep).sum()))
             sample[key] = x
-            sample[f"{key}_dates"] = self._dates(props, sat, x.shape[0], pid)
+            sample[f"{key}_dates"] = dates
         if self._cache is not None:
             self._cache[index] = sample
         return sample

@@ -50,10 +50,17 @@ def label_subset(train_ids: Iterable[Any], fraction: float, seed: int) -> list[s
     return sorted(ranked[: math.ceil(fraction * len(ids))])
 
 
-def check_disjoint(splits: dict[str, Sequence[Any]]) -> None:
+def check_disjoint(splits: dict[str, Sequence[Any]], where: str | None = None) -> None:
+    """No id in two splits. ``where`` (the file the splits come from) makes it a one-line
+    :class:`~benchmark.errors.DataError` naming that file; without it a ``ValueError``."""
     names = list(splits)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             overlap = set(map(str, splits[a])) & set(map(str, splits[b]))
             if overlap:
-                raise ValueError(f"splits {a!r} and {b!r} overlap on {len(overlap)} id(s), e.g. {sorted(overlap)[:3]}")
+                message = f"splits {a!r} and {b!r} overlap on {len(overlap)} id(s), e.g. {sorted(overlap)[:3]}"
+                if where is None:
+                    raise ValueError(message)
+                from benchmark.errors import DataError
+
+                raise DataError(f"{where}: {message}; an id must be in one split only")

@@ -22,7 +22,8 @@ from benchmark.contracts import Cell, DataIdentity, PairedComparison, RunContext
 from benchmark.data import resolve_data_root
 from benchmark.errors import DataError
 
-from .splits import file_sha256, label_subset, read_split_file
+from ..common.integrity import generation_lock, record_verified, verify_files
+from .splits import check_disjoint, file_sha256, label_subset, read_split_file
 from .subsample import subsample_sample
 
 log = logging.getLogger(__name__)
@@ -175,22 +176,42 @@ class SITSTask(ABC):
         return data_root / "synthetic" / f"{self.spec.name}-{self.synthetic_version}-seed{self.synthetic_seed}"
 
     def ensure_synthetic(self, data_root: Path) -> Path:
-        """Generate the embedded dataset on first use; verify its manifest on every later use."""
+        """Generate the embedded dataset on first use (under a lock: a second process waits, then
+        uses the finished data); verify its files against MANIFEST.json (``tasks.common.integrity``)."""
         out = self.synthetic_dir(data_root)
         manifest = out / "MANIFEST.json"
-        if manifest.is_file():
-            return out
+        if not manifest.is_file():
+            with generation_lock(out):
+                if not manifest.is_file():  # not finished by another process while we waited
+                    self._generate(out)
+        self.verify_synthetic(out)
+        return out
+
+    def _generate(self, out: Path) -> None:
+        import shutil
+
         tmp = out.with_name(out.name + ".partial")
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         start = time.perf_counter()
         files = self.generate_synthetic(tmp, self.synthetic_seed)
         (tmp / "MANIFEST.json").write_text(json.dumps({"generator": self.synthetic_version, "seed": self.synthetic_seed, "files": files}, indent=1, sort_keys=True))
+        if out.exists():  # a folder without its manifest: an incomplete copy
+            shutil.rmtree(out)
         tmp.rename(out)
+        record_verified(out, files)
         log.warning("generated the embedded synthetic %s dataset in %.1f s at %s", self.spec.name, time.perf_counter() - start, out)
-        return out
+
+    def verify_synthetic(self, out: Path) -> None:
+        """The embedded files are those MANIFEST.json lists, byte for byte (a one-line DataError otherwise)."""
+        path = out / "MANIFEST.json"
+        try:
+            files = json.loads(path.read_text())["files"]
+            if not isinstance(files, dict):
+                raise TypeError("'files' is not an object")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not a readable manifest ({exc}); delete {out} to regenerate it") from None
+        verify_files(out, files, regenerate=f"delete {out} to regenerate it (it is rebuilt on next use)")
 
     def resolve_data(self, data_root: Path | None, profile: str) -> tuple[SITSData, DataIdentity]:
         base = resolve_data_root(data_root)
@@ -204,10 +225,16 @@ class SITSTask(ABC):
             manifest = root / "MANIFEST.json"
             identity = DataIdentity(kind="synthetic", root=str(root), checksum=file_sha256(manifest),
                                     generator_version=self.synthetic_version, seed=self.synthetic_seed)
-        data = SITSData(root=root, identity=identity, split_ids=self.split_ids(root), subset_seed=self.subset_seed, base=base)
+        split_ids = self.split_ids(root)
+        check_disjoint(split_ids, where=self.split_source(root))
+        data = SITSData(root=root, identity=identity, split_ids=split_ids, subset_seed=self.subset_seed, base=base)
         self.check_split_files()
         self.check_materialized(data)
         return data, identity
+
+    def split_source(self, root: Path) -> str:
+        """The file the splits of the copy at ``root`` come from (named by split errors)."""
+        return str(root)
 
     def real_checksum(self, root: Path) -> str:
         """Identity of a real copy: hash of its metadata file(s) (hashing 50 GB of arrays is not done per run)."""

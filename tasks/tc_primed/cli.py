@@ -38,7 +38,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"--splits {args.splits}: not a splits file with train/val/test lists ({exc})") from None
     report = prepare_store(args.raw, out, scheduler=args.scheduler, workers=args.workers, force=args.force, splits=splits,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, splits_from=None if args.splits is None else f"--splits {args.splits}")
     if report["errors"]:
         print(f"{report['errors']} file(s) could not be used; every one is listed with its reason in {out / 'report.json'}")
     return 0

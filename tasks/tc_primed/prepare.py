@@ -10,7 +10,9 @@ plus a record with the metadata and the per-channel moments. Then, across files
 Store layout (``--out``): ``arrays/<SOURCE>/<obs_id>.npy``, ``files.jsonl`` (one record per raw
 file, what makes re-runs incremental: unchanged files are not read again), ``index.csv`` (kept
 observations and their split), ``splits.json``, ``stats.json``, ``sources.json``,
-``report.json`` (counts and every skipped file with its reason) and ``STORE.json``.
+``report.json`` (counts, every skipped file with its reason, every Celsius -> Kelvin conversion
+under ``converted``) and ``STORE.json``. A storm in two splits (``--splits`` or an earlier
+``splits.json``) is a DataError.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .catalog import SPLIT_RULE, assign_splits, moments, normalization_stats, thin
-from .reader import NOT_ERRORS, REASONS, SkipFile, read_overpass
+from .reader import CHECKS_VERSION, NOT_ERRORS, REASONS, SkipFile, read_overpass
 from .sensors import CHANNELS, CHARAC_NAMES, SOURCE_NAMES, SOURCES, characs_table
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,9 @@ def process_file(raw_root: str, rel: str, out: str) -> dict[str, Any]:
     path = Path(raw_root) / rel
     try:
         st = path.stat()
-        rec: dict[str, Any] = {"raw": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        rec: dict[str, Any] = {"raw": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "checks": CHECKS_VERSION}
     except OSError as exc:
-        return {"raw": rel, "size": -1, "mtime_ns": -1, "status": "skipped", "reason": "unreadable", "detail": str(exc)}
+        return {"raw": rel, "size": -1, "mtime_ns": -1, "checks": CHECKS_VERSION, "status": "skipped", "reason": "unreadable", "detail": str(exc)}
     try:
         ov = read_overpass(path)
         arr = overpass_array(ov)
@@ -103,10 +105,13 @@ def process_file(raw_root: str, rel: str, out: str) -> dict[str, Any]:
     with tmp.open("wb") as fh:
         np.save(fh, arr, allow_pickle=False)
     tmp.replace(target)
-    return {**rec, "status": "ok", "obs_id": obs_id, "array": array_rel, "source": ov.source.name, "atcf_id": ov.atcf_id,
-            "time": ov.time, "season": ov.season, "basin": ov.basin, "storm_lat": round(ov.storm_lat, 4),
-            "storm_lon": round(ov.storm_lon, 4), "intensity": ov.intensity, "height": int(arr.shape[1]),
-            "width": int(arr.shape[2]), "moments": moments(arr[:4])}
+    out_rec = {**rec, "status": "ok", "obs_id": obs_id, "array": array_rel, "source": ov.source.name, "atcf_id": ov.atcf_id,
+               "time": ov.time, "season": ov.season, "basin": ov.basin, "storm_lat": round(ov.storm_lat, 4),
+               "storm_lon": round(ov.storm_lon, 4), "intensity": ov.intensity, "height": int(arr.shape[1]),
+               "width": int(arr.shape[2]), "moments": moments(arr[:4])}
+    if ov.notes:  # conversions made while reading (Celsius -> Kelvin): listed in report.json "converted"
+        out_rec["notes"] = list(ov.notes)
+    return out_rec
 
 
 def process_chunk(raw_root: str, rels: list[str], out: str) -> list[dict[str, Any]]:
@@ -169,10 +174,18 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def check_storm_splits(splits: dict[str, Any], where: str) -> None:
+    """No storm in two of train/val/test (a one-line DataError naming the storms and ``where``)."""
+    from tasks.sits.splits import check_disjoint
+
+    check_disjoint({k: list(splits.get(k, [])) for k in ("train", "val", "test")}, where=where)
+
+
 def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: int | None = None, force: bool = False,
                   splits: dict[str, list[str]] | None = None, progress: bool = True,
-                  say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Turn every ``*.nc`` under ``raw`` into the prepared store at ``out``; returns the report."""
+                  say: Callable[[str], None] = print, splits_from: str | None = None) -> dict[str, Any]:
+    """Turn every ``*.nc`` under ``raw`` into the prepared store at ``out``; returns the report.
+    ``splits_from`` names the file ``splits`` came from in errors."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -190,7 +203,7 @@ def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: in
     todo = []
     for rel in rels:
         prev, st = old.get(rel), (raw / rel).stat()
-        fresh = prev and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns
+        fresh = prev and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns and prev.get("checks") == CHECKS_VERSION
         if not fresh or (prev["status"] == "ok" and not (out / prev["array"]).is_file()):
             todo.append(rel)
     records = {rel: old[rel] for rel in rels if rel in old and rel not in todo}
@@ -209,8 +222,16 @@ def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: in
     kept, dropped = thin(ok)
     if not kept:
         raise DataError(f"{raw}: no usable overpass file among {len(rels)} .nc files (see {out / 'report.json'})")
-    previous = splits if splits is not None else (json.loads((out / "splits.json").read_text()) if (out / "splits.json").is_file() and not force else None)
+    if splits is not None:
+        previous = splits
+        check_storm_splits(previous, splits_from or "the splits given to prepare")
+    elif (out / "splits.json").is_file() and not force:
+        previous = json.loads((out / "splits.json").read_text())
+        check_storm_splits(previous, str(out / "splits.json"))
+    else:
+        previous = None
     assignment = assign_splits({r["atcf_id"] for r in kept}, previous)
+    check_storm_splits(assignment, str(out / "splits.json"))
     split_of = {s: name for name, ids in assignment.items() for s in ids}
     if not assignment["train"]:
         raise DataError(f"{raw}: no training storm ({len(split_of)} storms in all); at least 3 storms are needed")
@@ -233,12 +254,17 @@ def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: in
         "observations": {k: int((index["split"] == k).sum()) for k in assignment},
         "per_source": {k: int(v) for k, v in index["source"].value_counts().sort_index().items()},
         "stats_fallback": sorted(k for k, v in stats.items() if v["pooled_fallback"]),
+        "converted": [{"file": r["raw"], "detail": note} for r in ordered for note in r.get("notes", ())],
         "seconds": round(time.perf_counter() - start, 2),
     }
     _write_json(out / "report.json", report)
     _write_json(out / "STORE.json", {"format": STORE_FORMAT, "resample_km": RESAMPLE_KM, "array_channels": [*CHANNELS, "lat", "lon", "land"]})
     for reason, n in report["skipped"].items():
         (log.info if reason in NOT_ERRORS else log.warning)("skipped %d file(s): %s", n, REASONS.get(reason, reason))
+    if report["converted"]:
+        files = len({c["file"] for c in report["converted"]})
+        say(f"prepare: converted {len(report['converted'])} brightness-temperature variable(s) in {files} file(s) from Celsius "
+            f"to Kelvin (+273.15), e.g. {report['converted'][0]['detail']}; every one is listed in {out / 'report.json'} 'converted'")
     say(f"prepare: {report['kept']} observations kept ({report['thinned']} thinned, {len(skipped)} files skipped: "
         f"{report['skipped'] or 'none'}) in {report['seconds']} s; storms {report['storms']}; store at {out}")
     return report

@@ -16,8 +16,47 @@ import numpy as np
 from benchmark.errors import DataError
 
 from .prepare import INDEX_COLUMNS, STORE_FORMAT
+from .sensors import CHANNELS
 
 REQUIRED = ("STORE.json", "index.csv", "stats.json", "splits.json", "sources.json")
+
+
+def check_stats(stats: dict[str, Any], path: Path) -> None:
+    """Every source's normalisation statistics: one finite mean and one finite std > 0 per channel
+    (a zero or NaN std would surface much later as a NaN loss, without the file)."""
+    for source, s in sorted(stats.items()):
+        for key in ("mean", "std"):
+            try:
+                values = np.asarray(s[key], dtype=np.float64)
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{path}: source {source} has no numeric {key!r} list; re-run prepare") from None
+            if values.shape != (len(CHANNELS),):
+                raise DataError(f"{path}: source {source} {key!r} has {values.size} value(s), expected one per channel {list(CHANNELS)}")
+            bad = ~np.isfinite(values) | ((values <= 0) if key == "std" else False)
+            if bad.any():
+                c = int(np.flatnonzero(bad)[0])
+                need = "finite and > 0" if key == "std" else "finite"
+                raise DataError(f"{path}: source {source} channel {CHANNELS[c]} {key} is {float(values[c])!r}; it must be {need} (re-run prepare)")
+
+
+def check_splits(index: Any, splits: dict[str, Any], root: Path) -> None:
+    """No storm in two splits, in splits.json or in index.csv, and index.csv agrees with splits.json."""
+    from tasks.sits.splits import check_disjoint
+
+    try:
+        lists = {k: [str(x) for x in splits[k]] for k in ("train", "val", "test")}
+    except (KeyError, TypeError):
+        raise DataError(f"{root / 'splits.json'}: expected train, val and test lists of storm ids") from None
+    check_disjoint(lists, where=str(root / "splits.json"))
+    per_storm = index.groupby("atcf_id", sort=True)["split"].unique()
+    mixed = [f"{storm} ({'/'.join(sorted(map(str, v)))})" for storm, v in per_storm.items() if len(v) > 1]
+    if mixed:
+        raise DataError(f"{root / 'index.csv'}: {len(mixed)} storm(s) have rows in more than one split, e.g. {', '.join(mixed[:3])}")
+    split_of = {s: k for k, ids in lists.items() for s in ids}
+    wrong = [f"{storm} ({v[0]} in index.csv, {split_of.get(storm, 'absent')} in splits.json)"
+             for storm, v in per_storm.items() if split_of.get(storm) != v[0]]
+    if wrong:
+        raise DataError(f"{root / 'index.csv'}: {len(wrong)} storm(s) disagree with {root / 'splits.json'}, e.g. {', '.join(wrong[:3])}")
 
 
 def is_store(root: Path) -> bool:
@@ -54,8 +93,10 @@ class Store:
         unknown = sorted(set(index["source"]) - set(stats))
         if unknown:
             raise DataError(f"{root / 'stats.json'}: no statistics for source(s) {unknown}")
+        check_stats(stats, root / "stats.json")
         sources = json.loads((root / "sources.json").read_text())
         splits = json.loads((root / "splits.json").read_text())
+        check_splits(index, splits, root)
         index = index.sort_values(["atcf_id", "time", "source", "obs_id"], kind="stable").reset_index(drop=True)
         return cls(root, index, stats, {k: splits[k] for k in ("train", "val", "test")}, sources["characs"],
                    sources["characs_names"], cache_mb)

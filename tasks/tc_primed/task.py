@@ -4,6 +4,8 @@ Data: a prepared store (``prepare.py``) found at ``<data root>``, ``<data root>/
 ``<data root>/tc_primed/prepared``; otherwise the embedded synthetic TC-PRIMED, generated on first
 use into ``<data root>/synthetic/tc_primed-<generator>-seed<k>/`` (raw v01r01 files under
 ``raw/``, turned into ``prepared/`` by the same ``prepare`` code) with a ``MANIFEST.json``.
+Generation runs under a lock (a second process waits for the first); the prepared files are
+verified against the manifest's sha256 on first use per process (``tasks.common.integrity``).
 
 Profile knobs (data side, by ``ctx.profile``): ``crop`` = largest H and W kept per observation (a
 window centred on the storm after dropping all-NaN borders; None keeps whole swaths as the
@@ -38,6 +40,7 @@ from benchmark.contracts import (
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
 
+from ..common.integrity import generation_lock, record_verified, verify_files
 from .catalog import SPLIT_RULE
 from .sensors import CHANNELS, CHARAC_NAMES, SOURCE_NAMES
 from .store import Store, is_store
@@ -145,9 +148,21 @@ class TcPrimedTask:
         return manifest
 
     def ensure_synthetic(self, data_root: Path) -> Path:
+        """Generate on first use (under a lock: a second process waits, then uses the finished data);
+        then verify the prepared store against MANIFEST.json (``tasks.common.integrity``)."""
         out = self.synthetic_dir(data_root)
-        if (out / "MANIFEST.json").is_file() and is_store(out / "prepared"):
-            return out
+        if not self._complete(out):
+            with generation_lock(out):
+                if not self._complete(out):  # not finished by another process while we waited
+                    self._generate(out)
+        self.verify_synthetic(out)
+        return out
+
+    @staticmethod
+    def _complete(out: Path) -> bool:
+        return (out / "MANIFEST.json").is_file() and is_store(out / "prepared")
+
+    def _generate(self, out: Path) -> None:
         tmp = out.with_name(out.name + ".partial")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -156,9 +171,27 @@ class TcPrimedTask:
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+        record_verified(out, manifest["prepared"])
         log.warning("generated the embedded synthetic tc_primed dataset at %s (generate %.1f s, prepare %.1f s)", out,
                     manifest["seconds"]["generate"], manifest["seconds"]["prepare"])
-        return out
+
+    def verify_synthetic(self, out: Path) -> None:
+        """The prepared store (what runs read) is what MANIFEST.json lists, byte for byte, and the
+        manifest's content_checksum (the data identity) is the hash of that list. The raw files are
+        not verified: runs never read them, and their byte hashes depend on the netCDF library that
+        wrote them (the manifest's note)."""
+        path = out / "MANIFEST.json"
+        regenerate = f"delete {out} to regenerate it (it is rebuilt on next use)"
+        try:
+            manifest = json.loads(path.read_text())
+            prepared, checksum = manifest["prepared"], manifest["content_checksum"]
+            if not isinstance(prepared, dict):
+                raise TypeError("'prepared' is not an object")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not a readable manifest ({exc}); {regenerate}") from None
+        if hashlib.sha256(json.dumps(prepared, sort_keys=True).encode()).hexdigest() != checksum:
+            raise DataError(f"{path}: content_checksum is not the hash of its 'prepared' file list (edited?); {regenerate}")
+        verify_files(out, prepared, regenerate=regenerate)
 
     def resolve_data(self, data_root: Path | None, profile: str) -> tuple[TcData, DataIdentity]:
         base = resolve_data_root(data_root)
