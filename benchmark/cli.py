@@ -7,7 +7,9 @@ unexpected crash keeps its traceback, because that is a bug to report.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 from . import __version__, registry
 from .contracts import PROFILES
 from .errors import BenchmarkError
+from .plan import RunOptions, make_plan
 
 DATA_COMMANDS = {
     "download": "download a task's real dataset (resumable, checksum-verified)",
@@ -48,6 +51,21 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-process", action="store_true",
                    help="run jobs in this process instead of one child process per job (for debuggers; no timeout, and an "
                         "entry that crashes the interpreter ends the run)")
+    g = p.add_argument_group("job grid", "where the jobs run (docs/cluster.md)")
+    g.add_argument("--executor", default="local", choices=("local", "processes", "slurm"),
+                   help="local: one job after another; processes: --workers jobs at once on this machine (one GPU each); "
+                        "slurm: one Slurm job per job, through submitit")
+    g.add_argument("--workers", type=int, default=2, help="jobs at once with --executor processes (default: 2)")
+    g.add_argument("--slurm-config", type=Path, default=None, help="TOML file with a [slurm] table (partition, time_min, "
+                   "gpus_per_job, cpus_per_job, mem_gb, array_parallelism, folder, cluster, additional)")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="time limit per job")
+    g.add_argument("--slurm-gpus-per-job", type=int, default=None, help="GPUs per job (>1: one DDP rank per GPU)")
+    g.add_argument("--slurm-array-parallelism", type=int, default=None, help="jobs running at once")
+    g.add_argument("--no-wait", action="store_true", help="slurm: submit and return (render the tables later with `table`)")
+    g.add_argument("--list-jobs", action="store_true", help="print the plan (every job, its stage and record path) as JSON and exit")
+    g.add_argument("--job-index", type=int, default=None, metavar="I",
+                   help="run job I of the plan only (see --list-jobs; e.g. $SLURM_ARRAY_TASK_ID in your own array script)")
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +172,21 @@ def check_seeds(seeds: Sequence[int] | None) -> None:
         raise BenchmarkError(f"--seed must be in [0, 2^31), got {', '.join(map(str, bad))}")
 
 
+def _executor(args: argparse.Namespace) -> object:
+    from .executors import LocalExecutor, ProcessesExecutor, SlurmConfig, SlurmExecutor
+
+    if args.executor == "processes":
+        if args.in_process:
+            raise BenchmarkError("--executor processes runs every job in its own process; drop --in-process")
+        return ProcessesExecutor(workers=args.workers, threads=args.threads)
+    if args.executor == "slurm":
+        config = SlurmConfig.from_file(args.slurm_config, partition=args.slurm_partition, time_min=args.slurm_time,
+                                       gpus_per_job=args.slurm_gpus_per_job, array_parallelism=args.slurm_array_parallelism,
+                                       wait=False if args.no_wait else None)
+        return SlurmExecutor(config)
+    return LocalExecutor()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import runner, tables
 
@@ -166,12 +199,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # recorded in every record's environment.torch_threads
-    if args.job_timeout is not None and args.job_timeout < 0:
-        raise BenchmarkError(f"--job-timeout must be ≥ 0 seconds (0 = none), got {args.job_timeout:g}")
-    summaries = runner.run(args.task, args.entry, profile=args.profile, seeds=args.seed, data_root=args.data_root,
-                           device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell,
-                           tables=args.tables, show_progress=not args.no_progress,
-                           isolation="none" if args.in_process else None, job_timeout=args.job_timeout)
+    if args.job_timeout is not None and not (math.isfinite(args.job_timeout) and 0 <= args.job_timeout <= 10 * 365 * 86400):
+        raise BenchmarkError(f"--job-timeout must be a number of seconds between 0 (none) and 10 years, got {args.job_timeout:g}")
+    opts = RunOptions(task=args.task, entries=args.entry, profile=args.profile, seeds=args.seed, data_root=args.data_root,
+                      device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell, tables=args.tables,
+                      show_progress=not args.no_progress, isolation="none" if args.in_process else None, job_timeout=args.job_timeout)
+    if args.list_jobs:
+        plan, _ = make_plan(opts)
+        print(json.dumps(plan.to_dict(), indent=1))
+        return 0
+    if args.job_index is not None:
+        summary = runner.one_job(opts, args.job_index)
+        print(f"job {args.job_index}: {summary.status} {summary.key.entry} / {summary.key.cell} seed {summary.key.seed}: {summary.path}"
+              + (f" ({summary.message})" if summary.message else ""))
+        return 0 if summary.status == "ok" else 1
+    executor = _executor(args)
+    summaries = runner.run(args.task, args.entry, executor=executor, **{k: v for k, v in vars(opts).items() if k not in ("task", "entries")})
+    if args.executor == "slurm" and args.no_wait:
+        print(f"submitted; render the tables when the jobs are done: python -m benchmark table --task {args.task} --profile {args.profile}")
+        return 0
     counts = {s: sum(1 for x in summaries if x.status == s) for s in ("ok", "skipped", "failed")}
     task = registry.load_task(args.task)
     folder = args.results / task.spec.name / args.profile

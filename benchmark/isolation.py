@@ -21,6 +21,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from typing import Any
 PRELOAD = ["torch", "torch._dynamo", "torch.utils.flop_counter", "numpy", "pandas", "tqdm.auto",
            "benchmark.execution", "benchmark.protocols.segmentation", "benchmark.protocols.reconstruction"]
 _context: Any = None
+_START = threading.Lock()  # executors start children from several threads; __main__ is hidden per start
 
 
 @dataclass
@@ -116,13 +118,14 @@ def _main_module_hidden() -> Iterator[None]:
                 main.__dict__.pop("__spec__", None)
 
 
-def run_isolated(fn: Callable[[Any], Any], arg: Any, timeout: float | None = None) -> Outcome:
-    """``fn(arg)`` in a child process; ``fn`` must be importable (module level), ``arg`` picklable."""
+def run_isolated(fn: Callable[[Any], Any], arg: Any, timeout: float | None = None, env: dict[str, str] | None = None) -> Outcome:
+    """``fn(arg)`` in a child process; ``fn`` must be importable (module level), ``arg`` picklable.
+    ``env``: variables set (over the harness's environment) for this child only."""
     ctx = _ctx()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(fn, arg, send, dict(os.environ), os.getcwd()), daemon=False)
+    proc = ctx.Process(target=_child, args=(fn, arg, send, {**os.environ, **(env or {})}, os.getcwd()), daemon=False)
     start = time.perf_counter()
-    with _main_module_hidden():
+    with _START, _main_module_hidden():
         proc.start()
     send.close()
     try:

@@ -18,6 +18,7 @@ import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
 from ..guard import EntryView, without
+from ..locks import stage_lock
 from ..metrics import crps_ensemble
 from ..probes import perturb_targets, probe
 from ..scoring import check_defined, score_job
@@ -66,7 +67,9 @@ def run_reconstruction_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: Ru
     t = time.perf_counter()
     train = task.windows(data, "train", cell, ctx)
     val = task.windows(data, "val", cell, ctx)
-    entry.fit(EntryView(train), EntryView(val), ctx.stage(stage_keys("reconstruction", cell)["fit"]))
+    stage = ctx.stage(stage_keys("reconstruction", cell)["fit"])
+    with stage_lock(stage.checkpoint_dir):  # a stage shared with other cells' jobs is built once
+        entry.fit(EntryView(train), EntryView(val), stage)
     timings["fit_s"] = time.perf_counter() - t
 
     test = task.windows(data, "test", cell, ctx)

@@ -14,6 +14,7 @@ import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
 from ..guard import EntryView, without
+from ..locks import stage_lock
 from ..metrics import confusion_matrix
 from ..probes import perturb_labels, probe
 from ..scoring import check_defined, score_job
@@ -44,11 +45,15 @@ def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunC
 
     t = time.perf_counter()
     stages = stage_keys("segmentation", cell)
-    entry.pretrain(EntryView(task.unlabeled(data, cell, ctx), hidden=HIDDEN), ctx.stage(stages["pretrain"]))
+    pre = ctx.stage(stages["pretrain"])
+    with stage_lock(pre.checkpoint_dir):  # a stage shared with other cells' jobs is built once
+        entry.pretrain(EntryView(task.unlabeled(data, cell, ctx), hidden=HIDDEN), pre)
     timings["pretrain_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    entry.finetune(EntryView(task.labeled(data, "train", cell, ctx)), modality, ctx.stage(stages["finetune"]))
+    fine = ctx.stage(stages["finetune"])
+    with stage_lock(fine.checkpoint_dir):
+        entry.finetune(EntryView(task.labeled(data, "train", cell, ctx)), modality, fine)
     timings["finetune_s"] = time.perf_counter() - t
 
     test = task.labeled(data, "test", cell, ctx)
