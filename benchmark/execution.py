@@ -1,26 +1,31 @@
-"""Execute one planned job: load what it names, train and score through the family protocol.
+"""Execute one planned job, split between the job's process and the harness's process.
 
-A :class:`JobRequest` is plain data (names, paths, numbers), so the same job runs in the harness's
-process (``isolation="none"``) or in a child process (``benchmark.isolation``), where anything the
-entry does (raise, exit, crash, hang) ends only that job. The result comes back as a
-:class:`JobResult`; recording it is the runner's business.
+The job's process (:func:`serve_job`, in a child from ``benchmark.isolation``) loads the task and
+the entry by name, trains, then answers prediction requests: the harness sends it test batches
+without their truth, it sends back plain arrays. The harness's process (:func:`run_job`) holds the
+truth and scores what comes back (the protocols' ``score``), so the job's process never loads the
+test labels or hidden targets, and nothing it sends is more than numbers. With
+``isolation="none"`` the same two halves run in one process (for debuggers).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import registry
 from .contracts import RunContext
+from .isolation import Channel, JobEnded, Session
 from .protocols import JobOutput, get_protocol
 from .results import environment
-from .throughput import parameter_count, peak_memory_mb, reset_peak_memory
+from .throughput import parameter_count, peak_memory_mb, reset_peak_memory, train_throughput
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class JobResult:
 
     output: JobOutput
     seconds: float
-    peak_memory_mb: float
+    peak_memory_mb: float | None
     peak_memory_kind: str
     parameters: int | None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -56,8 +61,6 @@ class JobResult:
 
 def seed_everything(seed: int) -> None:
     import random
-
-    import numpy as np
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -67,7 +70,7 @@ def seed_everything(seed: int) -> None:
 _LOADED: dict[tuple, Any] = {}  # a process's loaded tasks and data, reused by the jobs it runs
 
 
-def _task_and_data(req: JobRequest) -> tuple[Any, Any]:
+def task_and_data(req: JobRequest) -> tuple[Any, Any]:
     key = (req.task, str(req.data_root), req.profile)
     if key not in _LOADED:
         task = registry.load_task(req.task)
@@ -76,26 +79,116 @@ def _task_and_data(req: JobRequest) -> tuple[Any, Any]:
     return _LOADED[key]
 
 
-def execute_job(req: JobRequest, loaded: tuple[Any, Any, type] | None = None) -> JobResult:
-    """Run ``req``; ``loaded`` = (task, data, entry class) already in this process, else loaded by name."""
-    if req.threads:
-        torch.set_num_threads(req.threads)
-    logging.basicConfig(level=req.log_level, format="%(levelname)s %(name)s: %(message)s")
-    if loaded is None:
-        task, data = _task_and_data(req)
-        cls = registry.load_entry(req.entry)
-    else:
-        task, data, cls = loaded
+def context(req: JobRequest, task: Any, data: Any, show_progress: bool | None = None) -> RunContext:
     cell = task.spec.cell(req.cell)
-    device = torch.device(req.device)
     info = dict(task.info(data, cell)) if hasattr(task, "info") else {}
     info.setdefault("recipe", req.recipe)  # entries may adapt to the views (e.g. cropped training samples)
-    ctx = RunContext(device=device, seed=req.seed, profile=req.profile, hparams=dict(req.hparams), checkpoint_dir=req.checkpoint_dir,
-                     cell=dict(cell.params), task_info=info, collate=getattr(task, "collate", None), show_progress=req.show_progress)
-    seed_everything(req.seed)
-    reset_peak_memory(device)
+    return RunContext(device=torch.device(req.device), seed=req.seed, profile=req.profile, hparams=dict(req.hparams),
+                      checkpoint_dir=req.checkpoint_dir, cell=dict(cell.params), task_info=info, collate=getattr(task, "collate", None),
+                      show_progress=req.show_progress if show_progress is None else show_progress)
+
+
+# --------------------------------------------------------------------------- the job's process
+class JobProcess:
+    """The entry's side of a job: train, then predict label-free batches."""
+
+    def __init__(self, req: JobRequest, loaded: tuple[Any, Any, type] | None = None):
+        if req.threads:
+            torch.set_num_threads(req.threads)
+        logging.basicConfig(level=req.log_level, format="%(levelname)s %(name)s: %(message)s")
+        if loaded is None:
+            self.task, self.data = task_and_data(req)
+            cls = registry.load_entry(req.entry)
+        else:
+            self.task, self.data, cls = loaded
+        self.req = req
+        self.cell = self.task.spec.cell(req.cell)
+        self.ctx = context(req, self.task, self.data)
+        self.protocol = get_protocol(self.task.spec.family)
+        seed_everything(req.seed)
+        reset_peak_memory(self.ctx.device)
+        self.entry = cls()
+        self.predictor: Any = None
+
+    def train(self) -> dict[str, Any]:
+        timings = self.protocol.train(self.task, self.data, self.cell, self.entry, self.ctx)
+        self.predictor = self.protocol.Predictor(self.task, self.cell, self.entry, self.ctx)
+        return {"timings": timings, "fit_log": dict(self.ctx.fit_log)}
+
+    def predict(self, batch: dict[str, Any]) -> np.ndarray:
+        with torch.inference_mode():
+            return self.predictor(batch)
+
+    def final(self) -> dict[str, Any]:
+        peak, kind = peak_memory_mb(self.ctx.device)
+        return {"stats": self.predictor.stats(), "peak_memory_mb": peak, "peak_memory_kind": kind,
+                "parameters": parameter_count(self.entry), "environment": environment(self.req.device)}
+
+
+def serve_job(req: JobRequest, channel: Channel) -> None:
+    """Child process: train, answer every batch the harness sends with an array, then report."""
+    job = JobProcess(req)
+    channel.send("ready", job.train())
+    while (batch := channel.recv()) is not None:
+        channel.send("prediction", {}, job.predict(batch))
+    channel.send("result", job.final())
+
+
+# --------------------------------------------------------------------------- the harness's process
+def _number(value: Any, kind: type = float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return kind(value)
+
+
+def fit_log_from(raw: Any) -> dict[str, dict[str, Any]]:
+    """The training log a job reported, reduced to the numbers ``RunContext.record_fit`` writes."""
+    out: dict[str, dict[str, Any]] = {}
+    for stage, info in (raw or {}).items() if isinstance(raw, dict) else ():
+        if isinstance(info, dict):
+            out[str(stage)[:100]] = {"steps": _number(info.get("steps"), int) or 0, "resumed_from": _number(info.get("resumed_from"), int) or 0,
+                                     "samples": _number(info.get("samples"), int) or 0, "seconds": _number(info.get("seconds")) or 0.0}
+    return out
+
+
+def _result(out: JobOutput, ready: dict[str, Any], final: dict[str, Any], seconds: float) -> JobResult:
+    fit_log = fit_log_from(ready.get("fit_log"))
+    stats = final.get("stats") if isinstance(final.get("stats"), dict) else {}
+    timings = {str(k)[:50]: _number(v) for k, v in (ready.get("timings") or {}).items()} if isinstance(ready.get("timings"), dict) else {}
+    env = final.get("environment") if isinstance(final.get("environment"), dict) else {}
+    out.throughput = {"infer_samples_per_s": _number(stats.get("infer_samples_per_s")), "train_samples_per_s": train_throughput(fit_log),
+                      "flops_per_sample": _number(stats.get("flops_per_sample"))}
+    out.timings = {**timings, **out.timings}
+    out.extra = {**out.extra, "fit_log": fit_log}
+    return JobResult(out, seconds, _number(final.get("peak_memory_mb")), str(final.get("peak_memory_kind", "?"))[:50],
+                     _number(final.get("parameters"), int), env)
+
+
+def run_job(req: JobRequest, isolated: bool, timeout: float | None = None, env: dict[str, str] | None = None,
+            loaded: tuple[Any, Any, type] | None = None) -> JobResult:
+    """One job from the harness's side: the entry trains and predicts in a job process (or here,
+    when not ``isolated``), the harness scores. Raises :class:`JobEnded` or the scoring's errors."""
     start = time.perf_counter()
-    entry = cls()
-    out = get_protocol(task.spec.family)(task, data, cell, entry, ctx)
-    peak, kind = peak_memory_mb(device)
-    return JobResult(out, time.perf_counter() - start, peak, kind, parameter_count(entry), environment(req.device))
+    task, data = (loaded[0], loaded[1]) if loaded is not None else task_and_data(req)
+    cell = task.spec.cell(req.cell)
+    scoring_ctx = context(req, task, data)
+    protocol = get_protocol(task.spec.family)
+    if not isolated:
+        job = JobProcess(req, loaded)
+        ready = job.train()
+        out = protocol.score(task, data, cell, scoring_ctx, job.predict)
+        return _result(out, ready, job.final(), time.perf_counter() - start)
+    with Session(serve_job, req, timeout, env) as session:
+        ready, _ = session.expect("ready")
+
+        def predict(batch: dict[str, Any]) -> np.ndarray:
+            session.send(batch)
+            _, array = session.expect("prediction")
+            if array is None:
+                raise JobEnded("the job's process sent a prediction without an array")
+            return array
+
+        out = protocol.score(task, data, cell, scoring_ctx, predict)
+        session.send(None)
+        final, _ = session.expect("result")
+    return _result(out, ready, final, time.perf_counter() - start)

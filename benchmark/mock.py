@@ -23,6 +23,19 @@ def _identity(seed: int) -> DataIdentity:
 
 
 # --------------------------------------------------------------------------- segmentation
+class _Splits(dict):
+    """Splits made on first use: a job's process, which never asks for the test split, never
+    holds its truth (as with the real tasks, whose readers load a split when asked)."""
+
+    def __init__(self, make: dict[str, Any]):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, split: str) -> list[dict[str, Any]]:
+        self[split] = self._make[split]()
+        return self[split]
+
+
 class _ListDataset(torch.utils.data.Dataset):
     def __init__(self, items: list[dict[str, Any]]):
         self.items = items
@@ -76,14 +89,15 @@ class MockSegmentationTask:
         return items
 
     def resolve_data(self, data_root: Path | None, profile: str) -> tuple[dict[str, list], DataIdentity]:
-        data = {"train": self._make(self.n_train, 0), "test": self._make(self.n_test, 10_000)}
-        data["val"] = data["test"][:2]
+        data = _Splits({"train": lambda: self._make(self.n_train, 0), "test": lambda: self._make(self.n_test, 10_000),
+                        "val": lambda: self._make(2, 20_000)})
         return data, _identity(self.seed)
 
     def info(self, data: Any, cell: Cell) -> dict[str, Any]:
         # non-uniform class weights, so check-entry exercises entries that read them
         weights = [round(0.5 + k / max(1, self.num_classes - 1), 3) for k in range(self.num_classes)]
-        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "channels": dict(self.channels), "class_weights": weights}
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index, "class_names": ["background", "a", "b", "c"],
+                "channels": dict(self.channels), "dataset": "mock_segmentation", "class_weights": weights}
 
     def unlabeled(self, data: dict, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         return _ListDataset([{k: v for k, v in it.items() if k != "label"} for it in data["train"]])
@@ -151,7 +165,8 @@ class MockReconstructionTask:
         return items
 
     def resolve_data(self, data_root: Path | None, profile: str) -> tuple[dict[str, list], DataIdentity]:
-        return {"train": self._make(self.n_train, 0), "val": self._make(4, 5000), "test": self._make(self.n_test, 10_000)}, _identity(self.seed)
+        return _Splits({"train": lambda: self._make(self.n_train, 0), "val": lambda: self._make(4, 5000),
+                        "test": lambda: self._make(self.n_test, 10_000)}), _identity(self.seed)
 
     def info(self, data: Any, cell: Cell) -> dict[str, Any]:
         return {"sources": list(self.sources), "channels": self.channels, "characs_dim": 3}

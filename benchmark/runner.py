@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchmarkError
-from .execution import JobResult, execute_job
+from .execution import run_job
 from .execution import seed_everything as seed_everything  # re-exported: entries' tests use it
-from .isolation import Outcome, describe, run_isolated
+from .isolation import JobEnded, Outcome, describe
 from .plan import (
     Loaded,
     PlannedJob,
@@ -50,40 +50,28 @@ class JobSummary:
     seconds: float = 0.0
 
 
-def _in_process(job: PlannedJob, loaded: Loaded | None) -> Outcome:
-    """The job in this process: exceptions (SystemExit and interrupts raised by the entry too)
-    end the job only; the user's Ctrl-C cannot be told apart here and stops the run."""
+def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, str] | None = None) -> JobSummary:
+    """Execute one planned job (the entry in a job process unless its isolation is ``none``; the
+    scoring here) and record it. ``env``: variables for the job's process (e.g. ``CUDA_VISIBLE_DEVICES``)."""
+    record = {**job.record, "started": now_iso()}
     start = time.perf_counter()
-    objects = None
-    if loaded is not None:
-        objects = (loaded.task, loaded.data, loaded.entries[job.key.entry].cls)
+    objects = None if loaded is None else (loaded.task, loaded.data, loaded.entries[job.key.entry].cls)
     try:
-        return Outcome(True, value=execute_job(job.request, objects), seconds=time.perf_counter() - start)
+        result = run_job(job.request, job.isolation == "process", job.timeout, env, objects)
+    except JobEnded as exc:
+        return record_failure(job, Outcome(False, error=exc.error, traceback=exc.traceback, seconds=time.perf_counter() - start,
+                                           timed_out=exc.timed_out), record)
     except KeyboardInterrupt:
         raise
-    except BaseException as exc:  # noqa: BLE001 - one failing job must not stop the others
-        return Outcome(False, error=describe(exc), traceback=traceback.format_exc(), seconds=time.perf_counter() - start)
-
-
-def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, str] | None = None) -> JobSummary:
-    """Execute one planned job (in a child process unless its isolation is ``none``) and record
-    it. ``env``: variables set for the job's process only (e.g. ``CUDA_VISIBLE_DEVICES``)."""
-    store = ResultStore(job.results_dir)
-    record = {**job.record, "started": now_iso()}
-    if job.isolation == "process":
-        outcome = run_isolated(execute_job, job.request, job.timeout, env=env)
-    else:
-        outcome = _in_process(job, loaded)
-    if not outcome.ok:
-        return record_failure(job, outcome, record)
-    result: JobResult = outcome.value
+    except BaseException as exc:  # noqa: BLE001 - a bad prediction (or, in process, anything the entry does) ends the job only
+        return record_failure(job, Outcome(False, error=describe(exc), traceback=traceback.format_exc(), seconds=time.perf_counter() - start), record)
     out = result.output
     throughput = {**out.throughput, "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
                   "parameters": result.parameters, "device": job.request.device, "device_name": result.environment.get("device_name")}
     record.update(status="ok", environment=result.environment, metrics=out.metrics, throughput=throughput, timings=out.timings,
-                  extra=out.extra, wall_time_s=outcome.seconds, finished=now_iso())
-    where, note = store.write(job.key, record, out.unit_stats)
-    return JobSummary(job.key, "ok", where, note, outcome.seconds)
+                  extra=out.extra, wall_time_s=result.seconds, finished=now_iso())
+    where, note = ResultStore(job.results_dir).write(job.key, record, out.unit_stats)
+    return JobSummary(job.key, "ok", where, note, result.seconds)
 
 
 def record_failure(job: PlannedJob, outcome: Outcome, record: dict[str, Any] | None = None) -> JobSummary:

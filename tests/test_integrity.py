@@ -56,24 +56,34 @@ def test_reconstruction_cheats_score_exactly_what_the_honest_model_scores(tmp_pa
 
 def test_check_entry_fails_an_entry_that_finds_labels_on_the_heap() -> None:
     bad = check_entry(f"{CHEAT}:GcLabels")
-    assert not bad.ok and "predictions change when the harness changes the test labels" in bad.message
+    assert not bad.ok and "predictions follow the test labels when the harness changes them" in bad.message
     good = check_entry(f"{CHEAT}:HonestCentroid")
     assert good.ok and "hidden-truth probe passed" in good.message
     assert check_entry(f"{CHEAT}:PeekLabel").ok  # the label is simply not there any more
 
 
-def test_every_job_probes_that_predictions_ignore_the_hidden_truth(tmp_path: Path) -> None:
-    seg = runner.run(SEG, [f"{CHEAT}:GcLabels", f"{CHEAT}:HonestCentroid"], profile="smoke", results_dir=tmp_path, cells=["radar-100"],
-                     show_progress=False, device="cpu")
+def test_the_job_process_never_holds_the_test_truth(tmp_path: Path) -> None:
+    # heap searches find nothing in a real job's process: the harness keeps the truth and scores
+    seg = runner.run(SEG, [f"{CHEAT}:GcLabels", f"{CHEAT}:TensorSubclassSpy", f"{CHEAT}:HonestCentroid"], profile="smoke",
+                     results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
     rec = runner.run(REC, [f"{CHEAT}:GcTargets", "tests.plugins.toy_entries:InputMeanEntry"], profile="smoke", results_dir=tmp_path,
                      cells=["win1h-all"], show_progress=False, device="cpu")
-    by = {s.key.entry: s for s in seg + rec}
-    assert by["cheat_gc"].status == "failed" and "HiddenTruthUsed: predictions change when the harness changes the test labels" in by["cheat_gc"].message
-    assert by["cheat_gc_targets"].status == "failed" and "hidden target values" in by["cheat_gc_targets"].message
-    store = ResultStore(tmp_path)
-    probes = [r["extra"]["hidden_truth_probe"] for t in ("mock_segmentation", "mock_reconstruction") for r in store.records(t, "smoke")
-              if r["status"] == "ok"]
-    assert probes == ["passed", "passed"]
+    assert {s.status for s in seg + rec} == {"ok"}, [s.message for s in seg + rec]
+    honest = _main_metric(tmp_path, "mock_segmentation", "honest_centroid")
+    for name in ("cheat_gc", "cheat_tensor_subclass"):
+        assert _main_metric(tmp_path, "mock_segmentation", name) == honest, name
+    assert _main_metric(tmp_path, "mock_reconstruction", "cheat_gc_targets") == _main_metric(tmp_path, "mock_reconstruction", "input_mean")
+    assert check_entry(f"{CHEAT}:GcTargets").ok is False  # where the truth is in the process, the probe finds the cheat
+
+
+def test_a_job_process_cannot_forge_its_result_or_smuggle_objects(tmp_path: Path) -> None:
+    summaries = runner.run(SEG, [f"{CHEAT}:ForgeResult", f"{CHEAT}:FitLogObjects", f"{CHEAT}:HonestCentroid"], profile="smoke",
+                           results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
+    by = {s.key.entry: s for s in summaries}
+    assert by["cheat_forge"].status == "failed" and "broke the protocol" in by["cheat_forge"].message
+    assert by["cheat_fit_log"].status == "failed" and by["cheat_fit_log"].message == "TypeError: not JSON: set"
+    assert by["honest_centroid"].status == "ok"
+    assert not list((tmp_path / "mock_segmentation" / "smoke" / "cheat_forge").glob("*.npz"))
 
 
 def test_batches_and_views_are_copies() -> None:
@@ -261,7 +271,9 @@ def test_statistics_are_checked_against_their_record(tmp_path: Path) -> None:
     (["--data-root", "README.md"], "--data-root README.md is a file, not a folder"),
     (["--results", "README.md"], "--results README.md is a file, not a folder"),
     (["--results", "README.md/sub"], "README.md is a file, not a folder"),
-    (["--job-timeout", "-5"], "--job-timeout must be ≥ 0"),
+    (["--job-timeout", "-5"], "--job-timeout must be a number of seconds between 0 (none) and 10 years, got -5"),
+    (["--job-timeout", "inf"], "got inf"),
+    (["--job-timeout", "nan"], "got nan"),
 ])
 def test_cli_mistakes_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "--task", SEG, "--profile", "smoke", "--entry", f"{CHEAT}:HonestCentroid", *args])

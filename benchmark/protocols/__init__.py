@@ -6,8 +6,8 @@ but nothing about a concrete task or entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -34,13 +34,14 @@ def stage_keys(family: str, cell: Any) -> dict[str, str]:
     raise ValueError(f"no protocol for family {family!r}")
 
 
-def get_protocol(family: str) -> Callable[..., JobOutput]:
+def get_protocol(family: str) -> ModuleType:
+    """The family's protocol module: ``train`` and ``Predictor`` (job process), ``score`` (harness)."""
     if family == "segmentation":
-        from .segmentation import run_segmentation_job
+        from . import segmentation
 
-        return run_segmentation_job
+        return segmentation
     if family == "reconstruction":
-        from .reconstruction import run_reconstruction_job
+        from . import reconstruction
 
-        return run_reconstruction_job
+        return reconstruction
     raise ValueError(f"no protocol for family {family!r}")

@@ -1,5 +1,10 @@
 """Segmentation protocol: pre-train (shared between cells), fine-tune, predict, mIoU with CIs.
 
+Three parts, split between two processes. :func:`train` and :class:`Predictor` run in the job's
+process, with the entry; :func:`score` runs in the harness's process, which holds the test labels,
+feeds the job process test batches without them, gets back plain class maps (``.npy``, through
+``benchmark.wire``) and scores those. The job's process never loads the test labels.
+
 Units of the bootstrap are test patches: per-patch confusion matrices are the sufficient
 statistics, so any interval or paired comparison can be recomputed from the stored ``.npz``.
 """
@@ -7,19 +12,20 @@ statistics, so any interval or paired comparison can be recomputed from the stor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
+from ..errors import EntryOutputError
 from ..guard import EntryView, without
 from ..locks import stage_lock
 from ..metrics import confusion_matrix
-from ..probes import perturb_labels, probe
 from ..scoring import check_defined, score_job
-from ..throughput import Timer, count_flops, train_throughput
-from ..validation import check_logits
+from ..throughput import Timer, count_flops
+from ..validation import check_logits, plain_numpy
 from . import JobOutput, stage_keys
 
 HIDDEN = ("label",)  # what a segmentation entry never sees at pre-training or prediction time
@@ -36,63 +42,66 @@ def score_confusions(cms: np.ndarray, spec: TaskSpec) -> dict[str, dict[str, Any
     return metrics
 
 
-def run_segmentation_job(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunContext) -> JobOutput:
-    spec: TaskSpec = task.spec
-    modality = cell.params["modality"]
-    k = spec.metric.num_classes
-    ignore = spec.metric.ignore_index
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
+def train(task: Any, data: Any, cell: Cell, entry: Any, ctx: RunContext) -> dict[str, float]:
+    """Pre-train (a stage other cells share: built once, under a lock) and fine-tune; job process."""
     stages = stage_keys("segmentation", cell)
+    timings = {}
+    t = time.perf_counter()
     pre = ctx.stage(stages["pretrain"])
-    with stage_lock(pre.checkpoint_dir):  # a stage shared with other cells' jobs is built once
+    with stage_lock(pre.checkpoint_dir):
         entry.pretrain(EntryView(task.unlabeled(data, cell, ctx), hidden=HIDDEN), pre)
     timings["pretrain_s"] = time.perf_counter() - t
-
     t = time.perf_counter()
     fine = ctx.stage(stages["finetune"])
     with stage_lock(fine.checkpoint_dir):
-        entry.finetune(EntryView(task.labeled(data, "train", cell, ctx)), modality, fine)
+        entry.finetune(EntryView(task.labeled(data, "train", cell, ctx)), cell.params["modality"], fine)
     timings["finetune_s"] = time.perf_counter() - t
+    return timings
 
-    test = task.labeled(data, "test", cell, ctx)
-    loader = _loader(test, task, int(ctx.hparams.get("eval_batch_size", 4)))
-    timer = Timer(ctx.device, warmup=1)
+
+class Predictor:
+    """Job process: the entry's class map of one label-free test batch, as a plain int16 array."""
+
+    def __init__(self, task: Any, cell: Cell, entry: Any, ctx: RunContext):
+        self.entry, self.modality = entry, cell.params["modality"]
+        self.k = task.spec.metric.num_classes
+        self.timer = Timer(ctx.device, warmup=1)
+        self.flops: int | None = None
+        self.flops_batch = 1
+
+    def __call__(self, batch: dict[str, Any]) -> np.ndarray:
+        b, _, _, h, w = batch[self.modality].shape
+        if self.flops is None:
+            self.flops, self.flops_batch = count_flops(lambda: self.entry.predict(without(batch, ()), self.modality)) or 0, b
+        logits = self.timer.time(lambda: self.entry.predict(batch, self.modality), b)
+        logits = check_logits(plain_numpy("predict", logits), b, self.k, h, w)
+        return logits.argmax(1).astype(np.int16)
+
+    def stats(self) -> dict[str, Any]:
+        return {"infer_samples_per_s": self.timer.samples_per_second(),
+                "flops_per_sample": (self.flops / self.flops_batch) if self.flops else None}
+
+
+def score(task: Any, data: Any, cell: Cell, ctx: RunContext, predict: Callable[[dict[str, Any]], np.ndarray]) -> JobOutput:
+    """Harness process: every test batch, without its labels, through ``predict``; mIoU from the
+    class maps that come back (checked: shape, classes)."""
+    spec: TaskSpec = task.spec
+    k, ignore = spec.metric.num_classes, spec.metric.ignore_index
+    loader = _loader(task.labeled(data, "test", cell, ctx), task, int(ctx.hparams.get("eval_batch_size", 4)))
     cms, ids = [], []
-    flops: int | None = None
-    flops_batch = 1
-    probed: str | None = None
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"predict {cell.name}") as bar:
         for batch in loader:
-            # truth and ids stay with the harness; the entry gets a copy without the label
             label = batch["label"]
             b, h, w = label.shape
             ids.extend(str(i) for i in batch.get("id", range(len(ids), len(ids) + b)))
-            if flops is None:
-                flops, flops_batch = count_flops(lambda batch=batch: entry.predict(without(batch, HIDDEN), modality)) or 0, b
-            seen = without(batch, HIDDEN)
-            logits = timer.time(lambda seen=seen: entry.predict(seen, modality), b)
-            check_logits(logits, b, k, h, w)
-            pred = logits.argmax(1).cpu()
-            if probed is None:  # first batch: predictions must not depend on the labels the entry never saw
-                probed = probe(lambda batch=batch: entry.predict(without(batch, HIDDEN), modality).argmax(1).cpu(),
-                               lambda batch=batch: perturb_labels(batch, k, ignore), "test labels", first=pred)
-            cms.append(confusion_matrix(pred, label, k, ignore_index=ignore, per_unit=True).numpy())
+            pred = np.asarray(predict(without(batch, HIDDEN)))
+            if pred.shape != (b, h, w) or pred.dtype.kind not in "iu":
+                raise EntryOutputError(f"predict: the job returned a class map of shape {pred.shape} ({pred.dtype}), expected {(b, h, w)} integers")
+            if pred.size and (pred.min() < 0 or pred.max() >= k):
+                raise EntryOutputError(f"predict: class indices outside [0, {k})")
+            cms.append(confusion_matrix(torch.from_numpy(pred.astype(np.int64)), label, k, ignore_index=ignore, per_unit=True).numpy())
             bar.update(1)
-    timings["predict_s"] = time.perf_counter() - t
     cm = np.concatenate(cms).astype(np.int64)
-    metrics = score_confusions(cm, spec)
-    throughput = {
-        "infer_samples_per_s": timer.samples_per_second(),
-        "train_samples_per_s": train_throughput(ctx.fit_log),
-        "flops_per_sample": (flops / flops_batch) if flops else None,
-    }
-    return JobOutput(
-        metrics=metrics,
-        unit_stats={"confusion": cm, "unit_id": np.asarray(ids, dtype=str)},
-        throughput=throughput,
-        timings=timings,
-        extra={"n_test_units": int(len(cm)), "fit_log": dict(ctx.fit_log), "hidden_truth_probe": probed},
-    )
+    return JobOutput(metrics=score_confusions(cm, spec), unit_stats={"confusion": cm, "unit_id": np.asarray(ids, dtype=str)},
+                     timings={"predict_s": time.perf_counter() - t}, extra={"n_test_units": int(len(cm))})

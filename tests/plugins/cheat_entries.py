@@ -212,3 +212,63 @@ class GcTargets(InputMeanEntry):
                 if torch.isfinite(truth).any():
                     return torch.where(torch.isfinite(truth), truth.expand_as(honest), honest)
         return honest
+
+
+class _Diagonal(torch.Tensor):
+    """A tensor whose ``__torch_function__`` rewrites the harness's confusion-matrix index
+    ``t * k + p`` into ``t * k + t`` (every pixel on the diagonal)."""
+
+    k = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in ("add", "__add__") and len(args) == 2 and type(args[0]) is torch.Tensor \
+                and isinstance(args[1], _Diagonal) and not args[0].is_floating_point() and cls.k:
+            with torch._C.DisableTorchFunctionSubclass():
+                return args[0] + torch.div(args[0], cls.k, rounding_mode="floor")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+class TensorSubclassSpy(HonestCentroid):
+    """Returns its honest logits as a tensor subclass that would rewrite the harness's scoring."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("cheat_tensor_subclass", "1", "segmentation", "returns a __torch_function__ subclass")
+
+    def finetune(self, labeled: Any, modality: str, ctx: RunContext) -> None:
+        super().finetune(labeled, modality, ctx)
+        _Diagonal.k = int(ctx.task_info["num_classes"])
+
+    def predict(self, batch: dict[str, Any], modality: str) -> torch.Tensor:
+        return super().predict(batch, modality).as_subclass(_Diagonal)
+
+
+class ForgeResult(HonestCentroid):
+    """Writes a forged result into every pipe it holds, then ends its process."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("cheat_forge", "1", "segmentation", "forges the job's result on the pipe")
+
+    def pretrain(self, unlabeled: Any, ctx: RunContext) -> None:
+        import os
+        import pickle
+        import struct
+
+        from benchmark.wire import pack
+
+        for fd in range(3, 64):
+            for blob in (pack("result", {"stats": {}, "parameters": 1}), pack("ready", {}), pickle.dumps(("ok", 1.0))):
+                try:
+                    os.write(fd, struct.pack("!i", len(blob)) + blob)
+                except OSError:
+                    pass
+        os._exit(0)
+
+
+class FitLogObjects(HonestCentroid):
+    """Puts objects that are not numbers into its training log (a set; an object with __reduce__)."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("cheat_fit_log", "1", "segmentation", "odd objects in ctx.fit_log")
+
+    def finetune(self, labeled: Any, modality: str, ctx: RunContext) -> None:
+        super().finetune(labeled, modality, ctx)
+        ctx.fit_log["x"] = {"steps": 3, "resumed_from": 0, "samples": 12, "seconds": 0.5, "note": {1, 2}}
