@@ -213,6 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"job {args.job_index}: {summary.status} {summary.key.entry} / {summary.key.cell} seed {summary.key.seed}: {summary.path}"
               + (f" ({summary.message})" if summary.message else ""))
         return 0 if summary.status == "ok" else 1
+    from .isolation import reap_orphans_of_jobs
+    from .results import git_revision
+
+    git_revision()  # cached before any job runs (reaping kills unknown children of this process)
+    reap_orphans_of_jobs()  # processes a job leaves behind are killed when it ends
     executor = _executor(args)
     summaries = runner.run(args.task, args.entry, executor=executor, **{k: v for k, v in vars(opts).items() if k not in ("task", "entries")})
     if args.executor == "slurm" and args.no_wait:

@@ -31,6 +31,7 @@ from .errors import BenchmarkError
 from .isolation import Outcome
 from .plan import Loaded, Plan, PlannedJob
 from .runner import JobSummary, record_failure, run_planned
+from .tamper import ResultsGuard
 
 
 class Progress:
@@ -66,15 +67,24 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def results_guard(plan: Plan) -> ResultsGuard | None:
+    """The tamper guard of a plan's results folder (every job of the plan may write its own files)."""
+    jobs = plan.todo
+    if not jobs:
+        return None
+    return ResultsGuard(plan.options.results_dir, jobs[0].key.task, plan.options.profile, [j.key for j in jobs])
+
+
 class LocalExecutor:
     """Today's behaviour: the plan's jobs in order, one at a time."""
 
     def run(self, plan: Plan, loaded: Loaded | None = None) -> Iterator[JobSummary]:
         todo = plan.todo
         progress = Progress(len(todo), 1, plan.options.show_progress)
+        guard = results_guard(plan)
         for job in todo:
             progress.started()
-            summary = run_planned(job, loaded)
+            summary = run_planned(job, loaded, guard=guard)
             progress.finished(job, summary)
             yield summary
 
@@ -116,6 +126,7 @@ class ProcessesExecutor:
         pending = list(plan.todo)
         progress = Progress(len(pending), self.workers, plan.options.show_progress)
         gpus = visible_gpus()
+        guard = results_guard(plan)
         running: dict[Future, tuple[PlannedJob, int]] = {}
         built: set[str] = set()  # stages whose first job finished
         free = list(range(self.workers))
@@ -131,7 +142,7 @@ class ProcessesExecutor:
                     slot = free.pop(0)
                     planned, env = self._slot(job, slot, gpus)
                     progress.started()
-                    running[pool.submit(run_planned, planned, None, env)] = (job, slot)
+                    running[pool.submit(run_planned, planned, None, env, guard)] = (job, slot)
                     busy.add(job.stage)
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in finished:

@@ -275,7 +275,8 @@ class _JobContext:
                              log_level=logging.getLogger().getEffectiveLevel())
         record: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
-            "task": {"name": spec.name, "version": spec.version, "family": spec.family, "recipe": recipe},
+            "task": {"name": spec.name, "version": spec.version, "family": spec.family, "recipe": recipe,
+                     "num_classes": spec.metric.num_classes},
             "cell": cell.to_dict(),
             "entry": cls.metadata.to_dict(),
             "entry_source": entry.provenance(),

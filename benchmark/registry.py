@@ -142,24 +142,38 @@ def _ep_source(ep: EntryPoint) -> str:
     return f"entry point {ep.name} = {ep.value}{where}"
 
 
+@cache
+def _registered_classes() -> dict[str, Any]:
+    """Every registered entry's class, loaded once, before any ``module:Class`` or ``file.py``
+    spec runs: a plugin that later replaces a registered module's attribute cannot pass for it."""
+    out: dict[str, Any] = {}
+    for name, ep in _group(ENTRY_GROUP).items():
+        try:
+            out[name] = ep.load()
+        except Exception:  # noqa: BLE001 - a broken entry point is reported when it is used
+            out[name] = None
+    return out
+
+
 def resolve_entry(spec: str) -> ResolvedEntry:
     """Load ``spec`` and fix its identity. A registered entry is known by its entry-point name (its
-    ``metadata.name`` must agree); a ``module:Class`` / ``file.py:Class`` entry by its
-    ``metadata.name``, which must not be a registered entry's name unless it is that very class,
-    so no file can write its numbers under, say, the ``unet3d_scratch`` floor."""
+    ``metadata.name`` must agree, and it must be the class the entry point loaded before any spec
+    ran); a ``module:Class`` / ``file.py:Class`` entry by its ``metadata.name``, which must not be a
+    registered entry's name unless it is that very class. So no file can write its numbers under,
+    say, the ``unet3d_scratch`` floor."""
+    genuine = _registered_classes()
     cls = load_entry(spec)
     name = cls.metadata.name
     eps = _group(ENTRY_GROUP)
     if spec in eps:
         if name != spec:
             raise BenchmarkError(f"entry point {spec!r} ({eps[spec].value}) loads a class whose metadata.name is {name!r}; they must agree")
+        if cls is not genuine.get(spec):
+            raise BenchmarkError(f"entry point {spec!r} ({eps[spec].value}) now loads another class than it did: something replaced it "
+                                 "(another entry's module?)")
         return ResolvedEntry(spec, cls, name, _ep_source(eps[spec]), True)
     if name in eps:
-        try:
-            same = eps[name].load() is cls
-        except Exception:  # noqa: BLE001 - a broken registered entry cannot be the same class
-            same = False
-        if not same:
+        if cls is not genuine.get(name):
             raise BenchmarkError(f"entry {spec!r} claims the name {name!r}, which is registered by {_ep_source(eps[name])}; "
                                  "give it its own metadata.name")
         return ResolvedEntry(spec, cls, name, _ep_source(eps[name]), True)

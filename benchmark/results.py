@@ -192,6 +192,9 @@ class ResultStore:
         one (it goes to ``_attempts/`` itself).
         """
         path = self.record_path(key)
+        for p in (path, self.stats_path(key)):
+            if p.exists() and not p.is_file():
+                raise BenchmarkError(f"cannot write the record of {key.entry}/{key.cell} seed {key.seed}: {p} exists and is not a file")
         old = self.current(key) if path.is_file() else None
         note = ""
         if record.get("status") != "ok" and old is not None and old.get("status") == "ok":
@@ -248,10 +251,18 @@ class ResultStore:
         if rows is None:  # schema 1: the row count the protocol reported
             extra = record.get("extra") or {}
             rows = extra.get("n_test_units", extra.get("n_rows"))
-        if "unit_id" not in stats:
-            raise BenchmarkError(f"{path} has no 'unit_id' array; it is not the statistics of {record['_path']}")
-        if rows is not None and len(stats["unit_id"]) != int(rows):
-            raise BenchmarkError(f"{path} holds {len(stats['unit_id'])} rows, its record {record['_path']} says {rows}")
+        if "unit_id" not in stats or stats["unit_id"].ndim != 1:
+            raise BenchmarkError(f"{path} has no 1-d 'unit_id' array; it is not the statistics of {record['_path']}")
+        n = len(stats["unit_id"])
+        if rows is not None and n != int(rows):
+            raise BenchmarkError(f"{path} holds {n} rows, its record {record['_path']} says {rows}")
+        bad = [k for k, v in stats.items() if v.ndim == 0 or len(v) != n]
+        if bad:
+            raise BenchmarkError(f"{path}: array(s) {', '.join(bad)} do not have one row per unit ({n})")
+        if "confusion" in stats:
+            k = (record.get("task") or {}).get("num_classes") or stats["confusion"].shape[-1]
+            if stats["confusion"].ndim != 3 or stats["confusion"].shape[1:] != (k, k):
+                raise BenchmarkError(f"{path}: 'confusion' has shape {stats['confusion'].shape}, expected ({n}, K, K)")
         return stats
 
 

@@ -36,6 +36,7 @@ from .plan import (
     task_recipe,
 )
 from .results import JobKey, ResultStore, environment, now_iso
+from .tamper import ResultsGuard
 
 log = logging.getLogger("benchmark")
 __all__ = ["JobSummary", "job_config", "plan_jobs", "resolve_device", "run", "run_planned", "task_recipe"]
@@ -50,14 +51,21 @@ class JobSummary:
     seconds: float = 0.0
 
 
-def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, str] | None = None) -> JobSummary:
+def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, str] | None = None,
+                guard: ResultsGuard | None = None) -> JobSummary:
     """Execute one planned job (the entry in a job process unless its isolation is ``none``; the
-    scoring here) and record it. ``env``: variables for the job's process (e.g. ``CUDA_VISIBLE_DEVICES``)."""
+    scoring here) and record it. ``env``: variables for the job's process (e.g. ``CUDA_VISIBLE_DEVICES``);
+    ``guard``: restores other records the job changed, and fails the job for it."""
     record = {**job.record, "started": now_iso()}
     start = time.perf_counter()
     objects = None if loaded is None else (loaded.task, loaded.data, loaded.entries[job.key.entry].cls)
+    before = guard.snapshot() if guard is not None else None
     try:
         result = run_job(job.request, job.isolation == "process", job.timeout, env, objects)
+        tampered = guard.restore(before) if guard is not None and before is not None else []
+        if tampered:
+            raise JobEnded(f"the job changed {len(tampered)} file(s) of the results folder outside its checkpoint folder: "
+                           f"{'; '.join(tampered[:3])}{' ...' if len(tampered) > 3 else ''}")
     except JobEnded as exc:
         return record_failure(job, Outcome(False, error=exc.error, traceback=exc.traceback, seconds=time.perf_counter() - start,
                                            timed_out=exc.timed_out), record)
@@ -70,7 +78,10 @@ def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, st
                   "parameters": result.parameters, "device": job.request.device, "device_name": result.environment.get("device_name")}
     record.update(status="ok", environment=result.environment, metrics=out.metrics, throughput=throughput, timings=out.timings,
                   extra=out.extra, wall_time_s=result.seconds, finished=now_iso())
-    where, note = ResultStore(job.results_dir).write(job.key, record, out.unit_stats)
+    try:
+        where, note = ResultStore(job.results_dir).write(job.key, record, out.unit_stats)
+    except (BenchmarkError, OSError) as exc:  # e.g. a folder where the record goes: this job only
+        return JobSummary(job.key, "failed", ResultStore(job.results_dir).record_path(job.key), f"not recorded: {exc}", result.seconds)
     return JobSummary(job.key, "ok", where, note, result.seconds)
 
 
@@ -79,7 +90,10 @@ def record_failure(job: PlannedJob, outcome: Outcome, record: dict[str, Any] | N
     record = {**(record or job.record)}
     record.update(status="failed", error=outcome.error, traceback=outcome.traceback, timed_out=outcome.timed_out,
                   environment=environment(job.request.device, probe_device=False), wall_time_s=outcome.seconds, finished=now_iso())
-    where, note = ResultStore(job.results_dir).write(job.key, record, None)
+    try:
+        where, note = ResultStore(job.results_dir).write(job.key, record, None)
+    except (BenchmarkError, OSError) as exc:
+        where, note = ResultStore(job.results_dir).record_path(job.key), f"not recorded: {exc}"
     return JobSummary(job.key, "failed", where, outcome.error + (f" ({note})" if note else ""), outcome.seconds)
 
 

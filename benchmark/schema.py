@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -56,7 +56,7 @@ class Record(_Open):
     cell: _Named
     entry: _Entry
     profile: str
-    seed: int
+    seed: StrictInt
     config_hash: str
     data: _Data
     metrics: dict[str, _Metric] | None = None
@@ -110,6 +110,8 @@ def read_record(path: Path) -> dict[str, Any]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise RecordError(f"is not JSON a record can be ({type(exc).__name__})") from None
     if not isinstance(obj, dict):
         raise RecordError(f"holds a JSON {type(obj).__name__}, not a record")
     if "schema" not in obj:

@@ -156,11 +156,36 @@ def test_no_reader_store_or_path_is_reachable_from_what_entries_get(task_name: s
         assert len(EntryView(task.labeled(data, "train", ten, ctx))) < len(data.split_ids["train"])
 
 
+def test_a_job_that_edits_other_records_fails_and_they_are_restored(tmp_path: Path) -> None:
+    runner.run(SEG, [f"{CHEAT}:HonestCentroid"], profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
+    base = tmp_path / "mock_segmentation" / "smoke"
+    before = {p: p.read_bytes() for p in base.glob("honest_centroid/*") if p.is_file()}
+    summary = runner.run(SEG, [f"{FAIL}:TampersEntry"], profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")[0]
+    assert summary.status == "failed" and "changed 3 file(s) of the results folder" in summary.message
+    assert {p: p.read_bytes() for p in base.glob("honest_centroid/*") if p.is_file()} == before
+    assert len(list((base / "_quarantine").rglob("optical-100-seed0.json"))) == 1
+
+
 # --------------------------------------------------------------------------- identity
 def test_a_file_entry_cannot_claim_a_registered_name(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError, match="claims the name 'unet3d_scratch', which is registered by entry point unet3d_scratch"):
         runner.run("pastis_r", [f"{FAIL}:ClaimsFloor"], profile="smoke", results_dir=tmp_path)
     assert registry.resolve_entry("reference_models.s4:UNet3DScratch").name == "unet3d_scratch"  # the real class may be given by path
+
+
+def test_an_entry_cannot_swap_the_class_a_registered_name_loads(tmp_path: Path) -> None:
+    import reference_models.s4 as s4
+    from tests.plugins.failing_entries import ClaimsFloor
+
+    real = registry.resolve_entry("unet3d_scratch").cls
+    s4.UNet3DScratch = ClaimsFloor  # what an imported plugin module could do
+    try:
+        for spec in ("unet3d_scratch", "reference_models.s4:UNet3DScratch", f"{FAIL}:ClaimsFloor"):
+            with pytest.raises(BenchmarkError, match="something replaced it|claims the name"):
+                registry.resolve_entry(spec)
+    finally:
+        s4.UNet3DScratch = real
+    assert registry.resolve_entry("unet3d_scratch").cls is real
 
 
 def test_two_entries_with_one_name_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,6 +237,24 @@ def test_exits_crashes_interrupts_and_hangs_end_their_job_only(tmp_path: Path, c
     assert "jobs: 1 ok, 0 skipped (resume), 5 failed" in captured.out
 
 
+def test_a_grandchild_that_escapes_the_job_is_killed_with_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "benchmark", "run", "--task", SEG, "--profile", "smoke", "--results", str(tmp_path),
+                           "--cell", "radar-100", "--no-progress", "--job-timeout", "12", "--entry", f"{FAIL}:EscapesEntry"],
+                          capture_output=True, text=True, timeout=100, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seconds = time.perf_counter() - start
+    assert done.returncode == 1 and "timed out after 12 s" in done.stderr
+    assert seconds < 60, f"the run waited {seconds:.0f} s for a left-over grandchild (which lives 120 s)"
+    time.sleep(2)
+    lines = done.stdout.count("grandchild still here")
+    assert lines >= 1  # it did run, and wrote to the harness's output
+
+
 def test_a_run_whose_jobs_all_fail_writes_its_tables_and_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "--task", SEG, "--profile", "smoke", "--results", str(tmp_path), "--no-progress", "--entry", f"{FAIL}:ExitsEntry"])
     out = capsys.readouterr()
@@ -231,10 +274,13 @@ def test_stray_and_broken_files_are_skipped_with_a_warning(tmp_path: Path, capsy
     (folder / "truncated.json").write_text('{"schema": 1, "status": "ok"')
     (folder / "nokey.json").write_text(json.dumps({k: v for k, v in good.items() if k != "metrics"}))
     (folder / "future.json").write_text(json.dumps({**good, "schema": 99}))
+    (folder / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (folder / "seedtext.json").write_text(json.dumps({**good, "seed": "0"}))
     store = ResultStore(tmp_path)
     assert len(list(store.records("mock_segmentation", "smoke"))) == 4
     problems = " | ".join(store.skipped)
-    for text in ("no 'schema' key", "JSON list", "JSON NoneType", "not UTF-8", "not valid JSON", "needs 'metrics'", "schema 99"):
+    for text in ("no 'schema' key", "JSON list", "JSON NoneType", "not UTF-8", "not valid JSON", "needs 'metrics'", "schema 99",
+                 "RecursionError", "seed: Input should be a valid integer"):
         assert text in problems, text
     assert main(["table", "--task", SEG, "--profile", "smoke", "--results", str(tmp_path)]) == 0
     assert "Traceback" not in capsys.readouterr().err
@@ -259,6 +305,15 @@ def test_statistics_are_checked_against_their_record(tmp_path: Path) -> None:
         store.load_stats({k: v for k, v in rec.items() if k != "unit_stats_sha256"})
     text = tables.render(registry.load_task(SEG), tmp_path, "smoke")
     assert "not computed" in text and "does not match its record" in text
+    np.savez_compressed(npz, **{**stats, "confusion": stats["confusion"][:, :2, :2]})
+    with pytest.raises(BenchmarkError, match="'confusion' has shape"):
+        store.load_stats({k: v for k, v in rec.items() if k != "unit_stats_sha256"})
+    np.savez_compressed(npz, **{**stats, "unit_id": np.asarray("x")})
+    with pytest.raises(BenchmarkError, match="no 1-d 'unit_id'"):
+        store.load_stats({k: v for k, v in rec.items() if k != "unit_stats_sha256"})
+    (Path(rec["_path"]).parent / "radar-50-seed0.json").mkdir()
+    summary = runner.run(SEG, [f"{CHEAT}:HonestCentroid"], profile="smoke", results_dir=tmp_path, cells=["radar-50"], show_progress=False, device="cpu")
+    assert summary[0].status == "failed" and "exists and is not a file" in summary[0].message
 
 
 # --------------------------------------------------------------------------- CLI mistakes

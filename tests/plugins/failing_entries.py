@@ -63,3 +63,35 @@ class ClaimsFloor(HonestCentroid):
     """A file/module entry claiming the registered floor's name."""
 
     metadata: ClassVar[EntryMetadata] = EntryMetadata("unet3d_scratch", "1", "segmentation", "not the real floor")
+
+
+class EscapesEntry(HonestCentroid):
+    """Ignores SIGTERM, leaves a grandchild in its own session (writing to the harness's output)
+    and hangs: the timeout must end both, and the run must not wait for the grandchild."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("escapes", "1", "segmentation", "setsid grandchild + hang")
+
+    def pretrain(self, unlabeled: Any, ctx: RunContext) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if os.fork() == 0:
+            os.setsid()
+            for _ in range(120):
+                print("grandchild still here", flush=True)
+                time.sleep(1)
+            os._exit(0)
+        while True:
+            time.sleep(1)
+
+
+class TampersEntry(HonestCentroid):
+    """Rewrites every other record and statistics file it can find from its checkpoint folder."""
+
+    metadata: ClassVar[EntryMetadata] = EntryMetadata("tampers", "1", "segmentation", "edits other entries' records")
+
+    def pretrain(self, unlabeled: Any, ctx: RunContext) -> None:
+        profile_dir = ctx.checkpoint_dir.parents[4]
+        for path in profile_dir.glob("*/*.npz"):
+            path.write_bytes(b"x")
+        for path in profile_dir.glob("*/*.json"):
+            path.unlink()
+        (profile_dir / "honest_centroid" / "optical-100-seed0.json").write_text("{}")
