@@ -213,8 +213,13 @@ def _remote(payload: tuple[PlannedJob, str, int]) -> JobSummary:
     if gpus > 1:
         import submitit.helpers
 
-        submitit.helpers.TorchDistributedEnvironment().export()
-        job = dataclasses.replace(job, isolation="none", request=dataclasses.replace(job.request, device="cuda"))
+        from .execution import run_job
+
+        dist = submitit.helpers.TorchDistributedEnvironment().export()
+        job = dataclasses.replace(job, isolation="none", request=dataclasses.replace(job.request, device=f"cuda:{dist.local_rank}"))
+        if dist.rank != 0:  # every rank trains (DDP) and predicts; rank 0 alone records
+            run_job(job.request, False)
+            return JobSummary(job.key, "ok", Path(job.results_dir), f"rank {dist.rank}: not recorded (rank 0 records)")
     return run_planned(job)
 
 
