@@ -1,11 +1,12 @@
 """The performance gate CI runs after benchmarking a commit and its parent side by side.
 
-    python asv_bench/gate.py --machine ci-gate --base <parent sha> --head <sha> [--factor 1.5]
+    python asv_bench/gate.py --machine ci-gate --base <parent sha> --head <sha> [--factor F]
 
 Gated (a failure fails CI):
 * **speed ratios** measured in one process against a reference implementation, robust on a noisy
   shared machine: CRPS vs properscoring, our bootstrap vs ``scipy.stats.bootstrap``, our PASTIS-R
-  reader vs a plain ``np.load`` loop. The head fails when a ratio drops below base / factor.
+  reader vs a plain ``np.load`` loop. The head fails when a ratio drops below base / factor
+  (each ratio's factor is in ``RATIOS``, with the measured noise it is chosen against).
 * **correctness values** on fixed seeded inputs (CRPS standard/fair, mIoU and its CI low): any
   change at all fails (zero tolerance), since they move only when a metric's definition does.
 
@@ -21,11 +22,15 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RATIOS = (
-    "bench_metrics.CRPSSuite.track_crps_speedup_vs_properscoring",
-    "bench_metrics.BootstrapSuite.track_bootstrap_speedup_vs_scipy",
-    "bench_readers.PastisRReader.track_reader_speedup_vs_np_load",
-)
+# ratio -> the factor it may fall by before CI fails. Chosen from the spread of identical code on
+# this CI machine (7 commits measured in one session, asv_bench/results/history-2core): CRPS vs
+# properscoring varied 1.54x (memory-bound, sensitive to neighbours), the bootstrap 1.14x, the
+# reader 1.26x. An injected 2x CRPS slowdown dropped its ratio 2.75x (6.83x -> 2.48x).
+RATIOS = {
+    "bench_metrics.CRPSSuite.track_crps_speedup_vs_properscoring": 1.8,
+    "bench_metrics.BootstrapSuite.track_bootstrap_speedup_vs_scipy": 1.5,
+    "bench_readers.PastisRReader.track_reader_speedup_vs_np_load": 1.5,
+}
 EXACT = (
     "bench_metrics.FixtureValues.track_crps_standard_fixture_mean",
     "bench_metrics.FixtureValues.track_crps_fair_fixture_mean",
@@ -38,7 +43,7 @@ GATED_REGEX = "track_crps_speedup|track_bootstrap_speedup|track_reader_speedup|F
 def values(machine: str, commit: str) -> dict[str, float]:
     """Benchmark name -> value for one commit's results (every environment of the machine)."""
     out: dict[str, float] = {}
-    files = [p for p in (RESULTS / machine).glob(f"{commit[:8]}-*.json")]
+    files = [p for p in (RESULTS / machine).glob(f"{commit[:8]}*.json") if p.name != "machine.json"]
     if not files:
         raise SystemExit(f"gate: no asv results for {commit[:8]} under {RESULTS / machine}")
     for path in files:
@@ -51,10 +56,11 @@ def values(machine: str, commit: str) -> dict[str, float]:
     return out
 
 
-def gate(machine: str, base: str, head: str, factor: float) -> list[str]:
+def gate(machine: str, base: str, head: str, override: float | None = None) -> list[str]:
     old, new = values(machine, base), values(machine, head)
     problems, lines = [], []
-    for name in RATIOS:
+    for name, own in RATIOS.items():
+        factor = override or own
         if name not in new:
             problems.append(f"{name}: no result for the head commit")
             continue
@@ -73,7 +79,7 @@ def gate(machine: str, base: str, head: str, factor: float) -> list[str]:
             problems.append(f"{name} changed from {old[name]!r} to {new[name]!r}")
         else:
             lines.append(f"  ok    {name}: {new.get(name)!r}")
-    print(f"asv gate: {base[:8]} (base) vs {head[:8]} (head) on machine {machine}, factor {factor:g}")
+    print(f"asv gate: {base[:8]} (base) vs {head[:8]} (head) on machine {machine}")
     print("\n".join(lines))
     return problems
 
@@ -83,7 +89,7 @@ def main() -> int:
     p.add_argument("--machine", required=True)
     p.add_argument("--base", required=True)
     p.add_argument("--head", required=True)
-    p.add_argument("--factor", type=float, default=1.5)
+    p.add_argument("--factor", type=float, default=None, help="one factor for every ratio (default: each ratio's own, RATIOS)")
     args = p.parse_args()
     problems = gate(args.machine, args.base, args.head, args.factor)
     for line in problems:
