@@ -26,6 +26,7 @@ from .isolation import Channel, JobEnded, Session
 from .protocols import JobOutput, get_protocol
 from .results import environment
 from .throughput import parameter_count, peak_memory_mb, reset_peak_memory, train_throughput
+from .training import seed_everything
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,6 @@ class JobResult:
     peak_memory_kind: str
     parameters: int | None
     environment: dict[str, Any] = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 _LOADED: dict[tuple, Any] = {}  # a process's loaded tasks and data, reused by the jobs it runs

@@ -23,7 +23,6 @@ from typing import Any
 
 from .errors import BenchmarkError
 from .execution import run_job
-from .execution import seed_everything as seed_everything  # re-exported: entries' tests use it
 from .isolation import JobEnded, Outcome, describe
 from .plan import (
     Loaded,
@@ -37,6 +36,7 @@ from .plan import (
 )
 from .results import JobKey, ResultStore, environment, now_iso
 from .tamper import ResultsGuard
+from .training import seed_everything as seed_everything  # re-exported: entries' tests use it
 
 log = logging.getLogger("benchmark")
 __all__ = ["JobSummary", "job_config", "plan_jobs", "resolve_device", "run", "run_planned", "task_recipe"]

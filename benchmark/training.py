@@ -293,7 +293,8 @@ def default_scheduler(optimizer: torch.optim.Optimizer, config: FitConfig) -> to
 
 
 # --------------------------------------------------------------------------- RNG state
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed torch, Python and NumPy's global generators (jobs and training stages both use it)."""
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -494,7 +495,7 @@ def fit(
     if isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
         raise TypeError("fit needs a map-style Dataset with __len__ (its order is seeded and resumable)")
     rank, world, device = _setup_distributed(torch.device(device))
-    _seed_everything(seed + 7919 * rank)  # distinct noise per rank; rank 0 == single process
+    seed_everything(seed + 7919 * rank)  # distinct noise per rank; rank 0 == single process
     was_training = model.training
     module = unwrap(model).to(device)
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None

@@ -9,7 +9,6 @@ any change in them is a correctness drift, not a performance change.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +31,6 @@ from benchmark.metrics import (  # noqa: E402
 )
 
 from ._ratio import paired_speedup  # noqa: E402
-
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 class CRPSSuite:
