@@ -139,6 +139,20 @@ def task_recipe(task: Any, profile: str) -> dict[str, Any]:
     return dict(recipe(profile)) if callable(recipe) else {}
 
 
+def portable_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """The data identity without where the data lies: the same bytes at another path (a copy, another
+    machine, a cluster's scratch) are the same data, so records and checkpoints carry over."""
+    return {k: v for k, v in identity.items() if k != "root"}
+
+
+def work_key(spec: TaskSpec, entry_cls: type, hparams: dict[str, Any], identity: dict[str, Any], recipe: dict[str, Any]) -> str:
+    """The folder key of a job's shared training stages (one pre-training for several cells): a hash
+    of what determines them, so a changed profile, recipe or dataset never resumes a stale
+    checkpoint. ``plot`` and other tools that reuse a run's weights call this too."""
+    return config_hash({"entry": entry_cls.metadata.to_dict(), "hparams": hparams, "data": portable_identity(identity),
+                        "task": [spec.name, spec.version], "recipe": recipe})
+
+
 def job_config(spec: TaskSpec, cell: Cell, entry_cls: type, profile: str, seed: int, hparams: dict[str, Any], data_identity: dict[str, Any],
                recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that determines a job's result; its hash keys ``--resume``."""
@@ -150,7 +164,7 @@ def job_config(spec: TaskSpec, cell: Cell, entry_cls: type, profile: str, seed: 
         "profile": profile,
         "seed": seed,
         "hparams": hparams,
-        "data": data_identity,
+        "data": portable_identity(data_identity),
     }
 
 
@@ -264,10 +278,7 @@ class _JobContext:
         hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
         recipe = task_recipe(self.task, profile)
         cfg_hash = config_hash(job_config(spec, cell, cls, profile, seed, hparams, self.identity, recipe))
-        # Shared stages (one pre-training for several cells) live under a hash of what determines
-        # them, so a changed profile or dataset never resumes from a stale checkpoint.
-        work_key = config_hash({"entry": cls.metadata.to_dict(), "hparams": hparams, "data": self.identity, "task": [spec.name, spec.version], "recipe": recipe})
-        work_dir = ResultStore(self.opts.results_dir).work_dir(key) / work_key
+        work_dir = ResultStore(self.opts.results_dir).work_dir(key) / work_key(spec, cls, hparams, self.identity, recipe)
         first_stage = next(iter(stage_keys(spec.family, cell).values()))
         request = JobRequest(task=self.opts.task, entry=entry.spec, profile=profile, cell=cell.name, seed=seed, device=str(self.device),
                              data_root=self.opts.data_root, hparams=hparams, recipe=recipe, checkpoint_dir=work_dir,

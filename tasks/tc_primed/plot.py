@@ -22,7 +22,8 @@ import torch
 from benchmark import registry
 from benchmark.contracts import RunContext, profile_hparams
 from benchmark.errors import BenchmarkError
-from benchmark.results import JobKey, ResultStore, config_hash
+from benchmark.plan import task_recipe, work_key
+from benchmark.results import JobKey, ResultStore
 
 from .sensors import CHANNELS
 
@@ -50,11 +51,10 @@ def job_context(task: Any, data: Any, identity: Any, cell: Any, cls: type, profi
     """The context ``benchmark.runner`` gives a job (same checkpoint folder, so trained weights are reused)."""
     spec = task.spec
     hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
-    identity_dict = dataclasses.asdict(identity)
-    work_key = config_hash({"entry": cls.metadata.to_dict(), "hparams": hparams, "data": identity_dict, "task": [spec.name, spec.version]})
+    folder = work_key(spec, cls, hparams, dataclasses.asdict(identity), task_recipe(task, profile))
     key = JobKey(spec.name, profile, cls.metadata.name, cell.name, seed)
     return RunContext(device=torch.device(device), seed=seed, profile=profile, hparams=hparams,
-                      checkpoint_dir=ResultStore(results).work_dir(key) / work_key, cell=dict(cell.params),
+                      checkpoint_dir=ResultStore(results).work_dir(key) / folder, cell=dict(cell.params),
                       task_info=dict(task.info(data, cell)), collate=task.collate, show_progress=show_progress)
 
 
