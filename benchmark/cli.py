@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +45,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", action="append", default=None, dest="tables", help="only the cells of this table (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's choice; use 1 on a CPU shared with other jobs, where OpenMP threads thrash)")
+                   help="torch intra-op threads per job (default: the usable cores the load average leaves free, split between "
+                        "the jobs running at once; OpenMP threads beyond the free cores thrash)")
+    p.add_argument("--set", action="append", default=None, dest="sets", metavar="KEY=VALUE",
+                   help="override a hyper-parameter of every entry of the run (repeatable; typed: 3e-4, 32, true, [16,32], null; "
+                        "dotted keys for nested values); goes into the job's hash and record")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="YAML or TOML file of hyper-parameter overrides (top level: every entry; 'entries: {NAME: {...}}': one "
+                        "entry); --set applies on top")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write each training stage's curve as TensorBoard events beside its curve.jsonl (needs tensorboard)")
+    p.add_argument("--all-entries", action="store_true",
+                   help="with no --entry: run third-party registered entries too (by default the paper tables hold the "
+                        "suite's own entries; name a plugin with --entry to run it)")
     p.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS",
                    help="wall-clock limit per job; a job past it is killed and recorded as failed (default: by profile, "
                         "smoke 30 min, mini 6 h, paper 7 days; 0 = none)")
@@ -78,6 +91,8 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="only this seed's records (default: every seed, aggregated)")
     p.add_argument("--extended", action="store_true", help="all metrics, not only the paper's")
     p.add_argument("--output", type=Path, default=None, help="also write the rendered text to this file")
+    p.add_argument("--entry", action="append", default=None, help="also show this third-party entry's records (repeatable)")
+    p.add_argument("--all-entries", action="store_true", help="show every entry's records, third-party ones included")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -137,16 +152,18 @@ def cmd_list() -> int:
             task_rows.append([name, "?", "?", f"cannot load: {exc}", ""])
     entry_rows = []
     for name in registry.entry_names():
+        dist = registry.distribution_of(name)
+        where = f"{dist[0]} {dist[1]}" if dist else "?"
         try:
             cls = registry.load_entry(name)
             m = cls.metadata
-            entry_rows.append([name, m.family, m.version, ", ".join(cls.profiles), m.pretraining, m.description])
-        except Exception as exc:  # noqa: BLE001
-            entry_rows.append([name, "?", "?", "", "", f"cannot load: {exc}"])
+            entry_rows.append([name, m.family, m.version, where, ", ".join(cls.profiles), m.pretraining, m.description])
+        except Exception as exc:  # noqa: BLE001 - list what is broken instead of hiding it
+            entry_rows.append([name, "?", "?", where, "", "", f"BROKEN, skipped by run: {type(exc).__name__}: {exc}"])
     print("Tasks")
     print(tabulate(task_rows, headers=["task", "family", "version", "cells", "description"]) if task_rows else "  (none registered yet)")
     print("\nEntries")
-    print(tabulate(entry_rows, headers=["entry", "family", "version", "profiles", "pretraining", "description"]) if entry_rows else "  (none registered yet)")
+    print(tabulate(entry_rows, headers=["entry", "family", "version", "distribution", "profiles", "pretraining", "description"]) if entry_rows else "  (none registered yet)")
     print("\nProfiles: smoke (tests, seconds), mini (CPU default, minutes per table), paper (papers' hyper-parameters, GPUs)")
     return 0
 
@@ -187,23 +204,47 @@ def _executor(args: argparse.Namespace) -> object:
     return LocalExecutor()
 
 
+def _threads(args: argparse.Namespace) -> tuple[int, str]:
+    """The torch threads per job and where the number came from."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchmarkError("--threads must be at least 1")
+        return args.threads, "--threads"
+    from .environment import auto_threads
+
+    return auto_threads(args.workers if args.executor == "processes" else 1)
+
+
+def _require(module: str, flag: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise BenchmarkError(f"{flag} needs the {module!r} package: pip install {module}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import runner, tables
 
     check_folder(args.data_root, "--data-root", must_exist=True)
     check_folder(args.results, "--results", must_exist=False)
     check_seeds(args.seed)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise BenchmarkError("--threads must be at least 1")
-        import torch
+    threads, threads_source = _threads(args)
+    import torch
 
-        torch.set_num_threads(args.threads)  # recorded in every record's environment.torch_threads
+    torch.set_num_threads(threads)  # recorded in every record's environment.torch_threads and execution.threads_source
+    args.threads = threads
+    from .overrides import load_overrides
+
+    overrides = load_overrides(args.sets or (), args.config)
+    if args.tensorboard:
+        _require("tensorboard", "--tensorboard")
     if args.job_timeout is not None and not (math.isfinite(args.job_timeout) and 0 <= args.job_timeout <= 10 * 365 * 86400):
         raise BenchmarkError(f"--job-timeout must be a number of seconds between 0 (none) and 10 years, got {args.job_timeout:g}")
     opts = RunOptions(task=args.task, entries=args.entry, profile=args.profile, seeds=args.seed, data_root=args.data_root,
                       device=args.device, resume=args.resume, results_dir=args.results, cells=args.cell, tables=args.tables,
-                      show_progress=not args.no_progress, isolation="none" if args.in_process else None, job_timeout=args.job_timeout)
+                      show_progress=not args.no_progress, isolation="none" if args.in_process else None, job_timeout=args.job_timeout,
+                      overrides=overrides, tensorboard=args.tensorboard, all_entries=args.all_entries,
+                      command=args.command_line, threads_source=threads_source)
     if args.list_jobs:
         plan, _ = make_plan(opts)
         print(json.dumps(plan.to_dict(), indent=1))
@@ -228,7 +269,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = args.results / task.spec.name / args.profile
     out = folder / "TABLES.md"
     try:  # the jobs' records are safe whatever happens here; a table problem must not hide the summary
-        rendered = tables.render_all(task, args.results, args.profile, ("markdown", "csv", "comparisons-csv"))
+        shown = ["*"] if args.all_entries else [s.key.entry for s in summaries]  # what this run ran is shown
+        rendered = tables.render_all(task, args.results, args.profile, ("markdown", "csv", "comparisons-csv"), include=shown)
     except BenchmarkError as exc:
         rendered, table_error = None, str(exc)
     if rendered is not None:
@@ -256,7 +298,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     check_folder(args.results, "--results", must_exist=True)
     check_seeds(None if args.seed is None else [args.seed])
     task = registry.load_task(args.task)
-    text = tables.render(task, args.results, args.profile, fmt=args.format, seed=args.seed, extended=args.extended)
+    include = ["*"] if args.all_entries else (args.entry or [])
+    text = tables.render(task, args.results, args.profile, fmt=args.format, seed=args.seed, extended=args.extended, include=include)
     if args.output:
         args.output.write_text(text)
     print(text, end="")
@@ -326,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif nxt.startswith("--task="):
             argv = [*argv[:at + 1], nxt.split("=", 1)[1], *argv[at + 2:]]
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["python", "-m", "benchmark", *argv])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "list":

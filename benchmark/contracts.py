@@ -78,6 +78,7 @@ class RunContext:
     collate: Callable[[list[Any]], Any] | None = None  # the task's batch collate (time padding + masks, ...)
     show_progress: bool = True
     fit_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # shared by stage() copies
+    tensorboard: bool = False  # run --tensorboard: fit_in_context also writes TensorBoard events
 
     @contextlib.contextmanager
     def progress(self, total: int | None, desc: str) -> Iterator[Progress]:
@@ -97,12 +98,22 @@ class RunContext:
         return dataclasses.replace(self, checkpoint_dir=path, **overrides)
 
     def record_fit(self, stage: str, result: Any) -> None:
-        """Let the harness see training throughput: pass the ``FitResult`` of ``benchmark.training.fit``."""
+        """Let the harness see training throughput and the curve: pass the ``FitResult`` of
+        ``benchmark.training.fit``, or any object with the attributes ``steps_done``,
+        ``resumed_from``, ``samples_seen``, ``wall_time_s`` (missing ones count as 0) and optionally
+        ``curve_file`` (a file under ``checkpoint_dir``; see ``benchmark.curves``)."""
+        curve = getattr(result, "curve_file", None)
+        if curve is not None:
+            try:
+                curve = str(Path(curve).resolve().relative_to(Path(self.checkpoint_dir).resolve()))
+            except ValueError:
+                curve = None  # only files in the job's own folder are referenced from its record
         self.fit_log[stage] = {
             "steps": int(getattr(result, "steps_done", 0)),
             "resumed_from": int(getattr(result, "resumed_from", 0)),
             "samples": int(getattr(result, "samples_seen", 0)),
             "seconds": float(getattr(result, "wall_time_s", 0.0)),
+            "curve": curve,
         }
 
     def generator(self, offset: int = 0) -> torch.Generator:

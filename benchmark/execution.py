@@ -46,6 +46,7 @@ class JobRequest:
     show_progress: bool = True
     threads: int | None = None  # torch intra-op threads of the harness, replicated in a child
     log_level: int = logging.WARNING
+    tensorboard: bool = False
 
 
 @dataclass
@@ -78,7 +79,7 @@ def context(req: JobRequest, task: Any, data: Any, show_progress: bool | None = 
     info.setdefault("recipe", req.recipe)  # entries may adapt to the views (e.g. cropped training samples)
     return RunContext(device=torch.device(req.device), seed=req.seed, profile=req.profile, hparams=dict(req.hparams),
                       checkpoint_dir=req.checkpoint_dir, cell=dict(cell.params), task_info=info, collate=getattr(task, "collate", None),
-                      show_progress=req.show_progress if show_progress is None else show_progress)
+                      show_progress=req.show_progress if show_progress is None else show_progress, tensorboard=req.tensorboard)
 
 
 # --------------------------------------------------------------------------- the job's process
@@ -134,13 +135,22 @@ def _number(value: Any, kind: type = float) -> Any:
     return kind(value)
 
 
+def _inside(path: Any) -> str | None:
+    """A path the job reports relative to its own folder, or None if it could point anywhere else."""
+    if not isinstance(path, str) or not path or len(path) > 300:
+        return None
+    parts = Path(path).parts
+    return path if not Path(path).is_absolute() and ".." not in parts else None
+
+
 def fit_log_from(raw: Any) -> dict[str, dict[str, Any]]:
     """The training log a job reported, reduced to the numbers ``RunContext.record_fit`` writes."""
     out: dict[str, dict[str, Any]] = {}
     for stage, info in (raw or {}).items() if isinstance(raw, dict) else ():
         if isinstance(info, dict):
             out[str(stage)[:100]] = {"steps": _number(info.get("steps"), int) or 0, "resumed_from": _number(info.get("resumed_from"), int) or 0,
-                                     "samples": _number(info.get("samples"), int) or 0, "seconds": _number(info.get("seconds")) or 0.0}
+                                     "samples": _number(info.get("samples"), int) or 0, "seconds": _number(info.get("seconds")) or 0.0,
+                                     "curve": _inside(info.get("curve"))}
     return out
 
 

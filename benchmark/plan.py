@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from . import overrides as ovr
 from . import registry
 from .contracts import JOB_TIMEOUT_S, Cell, TaskSpec, profile_hparams
 from .errors import BenchmarkError
@@ -48,6 +49,11 @@ class RunOptions:
     show_progress: bool = True
     isolation: str | None = None
     job_timeout: float | None = None
+    overrides: ovr.Overrides = field(default_factory=ovr.Overrides)  # --config / --set
+    tensorboard: bool = False  # training curves as TensorBoard events too
+    all_entries: bool = False  # with no entries given: third-party registered entries too
+    command: str | None = None  # the command line, stored in every record
+    threads_source: str | None = None  # why the job runs with its thread count ("--threads", "auto: ...")
 
 
 @dataclass(frozen=True)
@@ -238,10 +244,13 @@ def make_plan(opts: RunOptions) -> tuple[Plan, Loaded]:
     if isolation not in ISOLATION:
         raise BenchmarkError(f"isolation must be one of {', '.join(ISOLATION)}, got {isolation!r}")
     timeout = _timeout(opts)
-    names = list(opts.entries) if opts.entries else registry.entries_of_family(spec.family)
+    names = list(opts.entries) if opts.entries else registry.entries_of_family(spec.family, third_party=opts.all_entries)
     if not names:
         raise BenchmarkError(f"no entries of family {spec.family!r} are registered; give --entry module:Class or file.py:Class")
     entries = resolve_entries(names, spec.family, opts.profile)
+    ovr.check_entries(opts.overrides, list(entries))
+    for name, resolved in entries.items():  # every bad key fails here, before any data is touched
+        ovr.apply(profile_hparams(resolved.cls, opts.profile), opts.overrides.for_entry(name), name)
     device = resolve_device(opts.device)
     data, identity = task.resolve_data(opts.data_root, opts.profile)
     log.info("task %s: %s data at %s", spec.name, identity.kind, identity.root)
@@ -276,13 +285,15 @@ class _JobContext:
         profile, cls = self.opts.profile, entry.cls
         key = JobKey(spec.name, profile, entry.name, cell.name, seed)
         hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
+        changes = self.opts.overrides.for_entry(entry.name)
+        hparams = ovr.apply(hparams, changes, entry.name)
         recipe = task_recipe(self.task, profile)
         cfg_hash = config_hash(job_config(spec, cell, cls, profile, seed, hparams, self.identity, recipe))
         work_dir = ResultStore(self.opts.results_dir).work_dir(key) / work_key(spec, cls, hparams, self.identity, recipe)
         first_stage = next(iter(stage_keys(spec.family, cell).values()))
         request = JobRequest(task=self.opts.task, entry=entry.spec, profile=profile, cell=cell.name, seed=seed, device=str(self.device),
                              data_root=self.opts.data_root, hparams=hparams, recipe=recipe, checkpoint_dir=work_dir,
-                             show_progress=self.opts.show_progress, threads=torch.get_num_threads(),
+                             show_progress=self.opts.show_progress, threads=torch.get_num_threads(), tensorboard=self.opts.tensorboard,
                              log_level=logging.getLogger().getEffectiveLevel())
         record: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
@@ -294,8 +305,10 @@ class _JobContext:
             "profile": profile,
             "seed": seed,
             "hparams": hparams,
+            "overrides": {"values": changes, "sources": list(self.opts.overrides.sources)} if changes else None,
             "config_hash": cfg_hash,
             "data": self.identity,
-            "execution": {"isolation": self.isolation, "timeout_s": self.timeout},
+            "execution": {"isolation": self.isolation, "timeout_s": self.timeout, "threads_source": self.opts.threads_source},
+            "command": self.opts.command,
         }
         return PlannedJob(key, request, record, str(work_dir / first_stage), Path(self.opts.results_dir), self.isolation, self.timeout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import sys
@@ -107,18 +108,46 @@ def check_entry_class(cls: Any, name: str) -> None:
         raise BenchmarkError(f"entry {name!r} ({meta.family}) is missing method(s): {', '.join(sorted(missing))}")
 
 
-def entries_of_family(family: str) -> list[str]:
-    """Registered entry names of a family. An entry point that fails to load is reported (one
-    warning line naming it and the error) and left out: one broken plugin must not stop a run."""
-    names = []
+@cache
+def own_distribution() -> str | None:
+    """The distribution this harness is installed from (its entry points are the suite's own)."""
+    try:
+        return (importlib.metadata.packages_distributions().get(__package__ or "benchmark") or [None])[0]
+    except Exception:  # noqa: BLE001 - metadata of a broken environment: treat every entry as the suite's
+        return None
+
+
+def distribution_of(name: str) -> tuple[str, str] | None:
+    """(distribution, version) that registers entry ``name``, when the entry point has one."""
+    dist = getattr(_group(ENTRY_GROUP).get(name), "dist", None)
+    return (dist.name, dist.version) if dist is not None else None
+
+
+def is_third_party(name: str) -> bool:
+    dist, own = distribution_of(name), own_distribution()
+    return dist is not None and own is not None and dist[0] != own
+
+
+def entries_of_family(family: str, third_party: bool = False) -> list[str]:
+    """Registered entry names of a family: the suite's own, and other packages' with ``third_party``
+    (the paper tables hold the suite's entries unless asked; a plugin runs when named). An entry
+    point that fails to load is reported (one warning line naming it and the error) and left out:
+    one broken plugin must not stop a run."""
+    names, others = [], []
     for name in entry_names():
         try:
             cls = load_entry(name)
         except Exception as exc:  # noqa: BLE001 - a third-party package's bug, not the user's
             log.warning("skipping entry %r (entry point %s): %s: %s", name, _group(ENTRY_GROUP)[name].value, type(exc).__name__, exc)
             continue
-        if cls.metadata.family == family:
-            names.append(name)
+        if cls.metadata.family != family:
+            continue
+        if is_third_party(name) and not third_party:
+            others.append(f"{name} ({distribution_of(name)[0]})")
+            continue
+        names.append(name)
+    if others:
+        log.warning("not running third-party entries %s by default: name them with --entry, or pass --all-entries", ", ".join(others))
     return names
 
 
@@ -132,8 +161,23 @@ class ResolvedEntry:
     source: str  # "entry point NAME = module:Class (dist VERSION)", "module M", "file PATH (sha256 ...)"
     registered: bool
 
-    def provenance(self) -> dict[str, str | bool]:
-        return {"spec": self.spec, "source": self.source, "registered": self.registered}
+    def provenance(self) -> dict[str, Any]:
+        dist = _distribution(self)
+        return {"spec": self.spec, "source": self.source, "registered": self.registered,
+                "distribution": dist[0] if dist else None, "distribution_version": dist[1] if dist else None,
+                "third_party": own_distribution() is not None and (dist is None or dist[0] != own_distribution())}
+
+
+def _distribution(entry: ResolvedEntry) -> tuple[str, str] | None:
+    """The distribution an entry's code comes from: its entry point's, else its module's package."""
+    if entry.registered:
+        return distribution_of(entry.name)
+    top = (getattr(entry.cls, "__module__", "") or "").split(".")[0]
+    try:
+        dists = importlib.metadata.packages_distributions().get(top) or []
+        return (dists[0], importlib.metadata.version(dists[0])) if dists else None
+    except Exception:  # noqa: BLE001 - a file entry or broken metadata has no distribution
+        return None
 
 
 def _ep_source(ep: EntryPoint) -> str:

@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import platform
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .environment import environment, git_revision
 from .errors import BenchmarkError
-from .schema import SCHEMA_VERSION, RecordError, read_record
+from .schema import SCHEMA_VERSION, RecordError, read_record, validate
 
 log = logging.getLogger("benchmark")
-__all__ = ["SCHEMA_VERSION", "JobKey", "ResultStore", "config_hash", "environment", "now_iso"]
+__all__ = ["SCHEMA_VERSION", "JobKey", "ResultStore", "config_hash", "environment", "git_revision", "now_iso"]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -78,44 +74,6 @@ def atomic_write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     _atomic_write_bytes(path, buf.getvalue())
-
-
-@cache
-def git_revision() -> str:
-    """Harness git sha (``+dirty`` when the work tree has changes), or ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def environment(device: str, probe_device: bool = True) -> dict[str, Any]:
-    """Library versions and machine facts stored in every record. ``probe_device=False`` never
-    touches CUDA (the harness process must not initialise it before forking jobs)."""
-    import torch
-
-    versions = {"benchmark": __version__, "torch": torch.__version__, "numpy": np.__version__}
-    for mod, dist in (("sklearn", "scikit-learn"), ("pandas", "pandas"), ("xarray", "xarray")):
-        try:  # the installed distribution's version: importing them would cost ~2 s per job process
-            versions[mod] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    dev_name = platform.processor() or platform.machine()
-    if probe_device and device.startswith("cuda") and torch.cuda.is_available():
-        dev_name = torch.cuda.get_device_name(torch.device(device))
-    return {
-        "git_sha": git_revision(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-        "device_name": dev_name,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions,
-    }
 
 
 def now_iso() -> str:
@@ -192,6 +150,10 @@ class ResultStore:
         one (it goes to ``_attempts/`` itself).
         """
         path = self.record_path(key)
+        try:  # the record as it will be written (the statistics' name is added below)
+            validate({**record, **({"unit_stats_file": self.stats_path(key).name} if unit_stats is not None else {})})
+        except RecordError as exc:
+            raise BenchmarkError(f"the record of {key.entry}/{key.cell} seed {key.seed} was not written: it {exc}") from None
         for p in (path, self.stats_path(key)):
             if p.exists() and not p.is_file():
                 raise BenchmarkError(f"cannot write the record of {key.entry}/{key.cell} seed {key.seed}: {p} exists and is not a file")

@@ -77,12 +77,27 @@ def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, st
     throughput = {**out.throughput, "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
                   "parameters": result.parameters, "device": job.request.device, "device_name": result.environment.get("device_name")}
     record.update(status="ok", environment=result.environment, metrics=out.metrics, throughput=throughput, timings=out.timings,
-                  extra=out.extra, wall_time_s=result.seconds, finished=now_iso())
+                  training=_training(job, out.extra.get("fit_log") or {}), extra=out.extra, wall_time_s=result.seconds, finished=now_iso())
     try:
         where, note = ResultStore(job.results_dir).write(job.key, record, out.unit_stats)
     except (BenchmarkError, OSError) as exc:  # e.g. a folder where the record goes: this job only
         return JobSummary(job.key, "failed", ResultStore(job.results_dir).record_path(job.key), f"not recorded: {exc}", result.seconds)
     return JobSummary(job.key, "ok", where, note, result.seconds)
+
+
+def _training(job: PlannedJob, fit_log: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each training stage's steps, samples, seconds and its curve file, relative to the results folder."""
+    out = {}
+    for stage, info in fit_log.items():
+        curve = info.get("curve")
+        if curve:
+            path = Path(job.request.checkpoint_dir) / curve
+            try:
+                curve = path.relative_to(job.results_dir).as_posix()
+            except ValueError:
+                curve = str(path)
+        out[stage] = {**info, "curve": curve}
+    return out
 
 
 def record_failure(job: PlannedJob, outcome: Outcome, record: dict[str, Any] | None = None) -> JobSummary:

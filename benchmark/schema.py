@@ -6,7 +6,12 @@ schema pins what the tools rely on, not everything a record says.
 
 Versions: 1 (first wave); 2 adds the entry's provenance (``entry_source``), the job's isolation and
 timeout, the statistics file's sha256 and row count, and ``attempts`` (superseded records kept
-under ``_attempts/``). Version 1 records stay readable.
+under ``_attempts/``); 3 adds the command line, hyper-parameter ``overrides``, ``training`` (per
+stage: steps, samples, seconds and the curve file), the entry's distribution, and machine facts
+(CPU model, CUDA / cuDNN, GPUs, world size, load, thread source), and hashes the data by content
+(its path left out). Records of versions 1 and 2 are migrated when read (:func:`migrate`: the keys
+they lack are added as unknown, ``migrated_from`` says from which version); every record is
+validated before it is written. The schema in full, field by field: docs/records.md.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class _Open(BaseModel):
@@ -47,6 +52,28 @@ class _Metric(_Open):
     estimate: float | None
 
 
+class _EntrySource(_Open):
+    spec: str
+    source: str
+    registered: bool | None
+
+
+class _Execution(_Open):
+    isolation: str
+
+
+class _Stage(_Open):
+    steps: StrictInt
+    samples: StrictInt
+    seconds: float
+    curve: str | None = None
+
+
+class _Environment(_Open):
+    git_sha: str
+    torch_threads: StrictInt | None = None
+
+
 class Record(_Open):
     """The keys every reader of records (tables, compare, rescore, resume) depends on."""
 
@@ -62,6 +89,12 @@ class Record(_Open):
     metrics: dict[str, _Metric] | None = None
     unit_stats_file: str | None = None
     error: str | None = None
+    entry_source: _EntrySource | None = None
+    execution: _Execution | None = None
+    training: dict[str, _Stage] | None = None
+    environment: _Environment | None = None
+    overrides: dict[str, Any] | None = None
+    command: str | None = None
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -81,7 +114,43 @@ class Record(_Open):
             raise ValueError("an ok record needs 'metrics' and 'unit_stats_file'")
         if self.status == "failed" and not self.error:
             raise ValueError("a failed record needs 'error'")
+        if self.schema_ >= 2 and (self.entry_source is None or self.execution is None):
+            raise ValueError(f"a schema-{self.schema_} record needs 'entry_source' and 'execution'")
+        if self.schema_ >= 3 and self.status == "ok" and (self.training is None or self.environment is None):
+            raise ValueError(f"an ok schema-{self.schema_} record needs 'training' and 'environment'")
         return self
+
+
+def migrate(obj: dict[str, Any]) -> dict[str, Any]:
+    """A record of an older readable version, brought to :data:`SCHEMA_VERSION` (a new dict): what it
+    lacks is added as unknown, never guessed. ``migrated_from`` keeps the version it was written in."""
+    version = obj.get("schema")
+    if version == SCHEMA_VERSION or version not in READABLE_VERSIONS:
+        return obj
+    out = dict(obj, migrated_from=obj.get("migrated_from", version))
+    if version < 2:
+        out.setdefault("entry_source", {"spec": (obj.get("entry") or {}).get("name", "?"), "source": "unknown (schema-1 record)",
+                                        "registered": None})
+        out.setdefault("execution", {"isolation": "unknown", "timeout_s": None})
+    if version < 3:
+        fit_log = (obj.get("extra") or {}).get("fit_log") or {}
+        out.setdefault("training", {stage: {"steps": int(v.get("steps", 0)), "samples": int(v.get("samples", 0)),
+                                            "seconds": float(v.get("seconds", 0.0)), "resumed_from": int(v.get("resumed_from", 0)),
+                                            "curve": None} for stage, v in fit_log.items() if isinstance(v, dict)})
+        out.setdefault("command", None)
+        out.setdefault("overrides", None)
+        if obj.get("status") == "ok":
+            out.setdefault("environment", {"git_sha": "unknown"})
+    out["schema"] = SCHEMA_VERSION
+    return out
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Refuse to write a record that its readers would skip (:class:`RecordError` saying why)."""
+    try:
+        Record.model_validate(obj)
+    except ValidationError as exc:
+        raise RecordError(f"does not match the record schema: {_first_error(exc)}") from None
 
 
 class RecordError(ValueError):
@@ -116,8 +185,5 @@ def read_record(path: Path) -> dict[str, Any]:
         raise RecordError(f"holds a JSON {type(obj).__name__}, not a record")
     if "schema" not in obj:
         raise RecordError("has no 'schema' key: not a job record")
-    try:
-        Record.model_validate(obj)
-    except ValidationError as exc:
-        raise RecordError(f"does not match the record schema: {_first_error(exc)}") from None
-    return obj
+    validate(obj)
+    return migrate(obj)

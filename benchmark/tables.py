@@ -92,6 +92,7 @@ class _Doc:
     data_note: str
     real: bool
     notes: list[str] = field(default_factory=list)
+    provenance: list[str] = field(default_factory=list)  # mixed commits / machines / threads, entries left out
     _summaries: dict[tuple[str, str, str], Summary | str] = field(default_factory=dict)
     _families: list | None = None  # comparison families, computed once per document
 
@@ -115,21 +116,56 @@ class _Doc:
         return list(max(counts, key=lambda s: (counts[s], len(s)))) if counts else []
 
 
-def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", seed: int | None = None, extended: bool = False) -> str:
+def render(task: Any, results_dir: Path, profile: str, fmt: str = "markdown", seed: int | None = None, extended: bool = False,
+           include: Iterable[str] | None = None) -> str:
     """Every table of ``task`` at ``profile``, its comparisons and throughput, as one document."""
     if fmt not in FORMATS:
         raise BenchmarkError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    return render_all(task, results_dir, profile, (fmt,), seed=seed, extended=extended)[fmt]
+    return render_all(task, results_dir, profile, (fmt,), seed=seed, extended=extended, include=include)[fmt]
+
+
+def _third_party(record: Mapping[str, Any]) -> bool:
+    return bool((record.get("entry_source") or {}).get("third_party"))
+
+
+def _provenance_notes(records: list[Mapping[str, Any]]) -> list[str]:
+    """One note per provenance dimension on which the shown records differ (commit, machine, threads,
+    device), naming the jobs that differ from the most common value."""
+    dims = {"commit": lambda e: e.get("git_sha"), "machine": lambda e: e.get("cpu_model") or e.get("device_name"),
+            "host": lambda e: e.get("hostname"), "torch threads": lambda e: e.get("torch_threads"), "device": lambda e: e.get("device")}
+    notes = []
+    for dim, get in dims.items():
+        values = [(r, get(r.get("environment") or {})) for r in records]
+        counts: dict[Any, int] = {}
+        for _, v in values:
+            counts[v] = counts.get(v, 0) + 1
+        if len(counts) < 2:
+            continue
+        common = max(counts, key=lambda v: counts[v])
+        odd = [f"{r['entry']['name']}/{r['cell']['name']} seed {r['seed']} ({v if v is not None else '?'})" for r, v in values if v != common]
+        shown = "; ".join(odd[:6]) + (f"; +{len(odd) - 6} more" if len(odd) > 6 else "")
+        notes.append(f"MIXED PROVENANCE ({dim}): {counts[common]} of {len(values)} records have {common if common is not None else '?'}; "
+                     f"the others: {shown}.")
+    return notes
 
 
 def render_all(task: Any, results_dir: Path, profile: str, formats: Iterable[str] = FORMATS, *, seed: int | None = None,
-               extended: bool = False) -> dict[str, str]:
-    """Several formats from one aggregation (summaries and comparisons are computed once)."""
+               extended: bool = False, include: Iterable[str] | None = None) -> dict[str, str]:
+    """Several formats from one aggregation (summaries and comparisons are computed once).
+
+    Records of third-party entries (another distribution's entry points, or specs from outside the
+    suite) are not mixed into the suite's tables unless named in ``include`` (``"*"``: all of
+    them); a folder holding only third-party records shows them all."""
     spec: TaskSpec = task.spec
     store = ResultStore(results_dir)
     records = list(store.records(spec.name, profile))
     if not records:
         raise BenchmarkError(f"no results for task {spec.name!r} at profile {profile!r} under {results_dir}; run `python -m benchmark run --task {spec.name} --profile {profile}` first")
+    wanted = set(include or ())
+    left_out: list[str] = []
+    if any(not _third_party(r) for r in records):  # the suite's tables: plugins join them only when asked
+        left_out = sorted({r["entry"]["name"] for r in records if _third_party(r) and "*" not in wanted and r["entry"]["name"] not in wanted})
+        records = [r for r in records if r["entry"]["name"] not in left_out]
     groups = group_jobs(records, seed)
     if seed is not None and not groups:
         present = sorted({int(r["seed"]) for r in records})
@@ -137,6 +173,9 @@ def render_all(task: Any, results_dir: Path, profile: str, formats: Iterable[str
     ok = [r for g in groups.values() for r in g.records]
     real, note = _data_note(ok or records)
     doc = _Doc(spec, profile, "markdown", groups, StatsCache(store), note, real)
+    doc.provenance = _provenance_notes(ok)
+    if left_out:
+        doc.provenance.append(f"Not shown: records of third-party entries {', '.join(left_out)} (`table --entry NAME` or `--all-entries` shows them).")
     failed = [r for r in records if r.get("status") != "ok" and (seed is None or int(r["seed"]) == seed)]
     out: dict[str, str] = {}
     for fmt in formats:
@@ -298,7 +337,7 @@ def _document(doc: _Doc, paper: list[dict[str, str]], extended: bool, failed: li
     notes = [doc.data_note,
              f"Intervals: {level} % two-level percentile bootstrap ({spec.bootstrap.resamples} resamples): seeds drawn with replacement × "
              f"resampling unit = {unit_text}; value = mean over seeds; sd = between-seed standard deviation.",
-             *dict.fromkeys(doc.notes)]
+             *doc.provenance, *dict.fromkeys(doc.notes)]
     if spec.family == "segmentation":
         notes.append(f"mIoU class set ({spec.metric.absent_class_policy}): the classes present in the test labels, the same in every resample and on "
                      "both sides of a comparison. 'constant (class k)' marks a job predicting one class on ≥ 99 % of pixels.")

@@ -37,6 +37,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
+from .curves import CURVE_NAME, CurveLog
+
 if TYPE_CHECKING:
     from benchmark.contracts import RunContext
 
@@ -153,6 +155,7 @@ class FitResult:
     wall_time_s: float
     samples_seen: int  # samples trained on in this call, summed over ranks
     final_logs: dict[str, float] = field(default_factory=dict)
+    curve_file: str | None = None  # the stage's curve (benchmark.curves), when one was written
 
 
 # --------------------------------------------------------------------------- devices / DDP
@@ -479,6 +482,7 @@ def fit(
     desc: str = "train",
     on_step: Callable[[int, float, dict[str, float]], None] | None = None,
     batch_to_device: Callable[[Any, torch.device], Any] | None = None,
+    curve: CurveLog | None = None,
 ) -> FitResult:
     """Train ``model`` in place for ``config.steps`` optimizer steps; resume or reuse a checkpoint.
 
@@ -486,6 +490,7 @@ def fit(
     returns a scalar loss or ``(loss, logs)``. ``optimizer_factory`` receives the unwrapped model;
     ``scheduler_factory(optimizer, config)`` may return None. ``on_step(step, loss, logs)`` runs
     after each step (and after that step's checkpoint); ``logs`` include ``lr`` and ``grad_norm``.
+    ``curve`` (written by rank 0) gets one row per step: loss, lr, grad norm, throughput, ``logs``.
     The model is put in train mode for the loop and given back in the mode it came in (freeze
     submodules inside ``loss_fn`` if some must stay in eval mode).
     Under ``torchrun`` (WORLD_SIZE > 1) it joins the process group, wraps the model in DDP and
@@ -510,9 +515,14 @@ def fit(
         step, losses = int(ckpt["step"]), [float(x) for x in ckpt["ranks"][rank]["losses"]]
         if ckpt["done"]:
             _set_rng_state(ckpt["ranks"][rank]["rng"], device)
+            reused = str(curve.path) if curve is not None and curve.path.is_file() else None
             return FitResult(step, losses[-1] if losses else math.nan, losses, step,
-                             time.perf_counter() - start_time, 0)
+                             time.perf_counter() - start_time, 0, curve_file=reused)
     resumed_from = step
+    if curve is not None and rank != 0:
+        curve = None
+    if curve is not None:
+        curve.start(resumed_from)
 
     optimizer = optimizer_factory(module) if optimizer_factory else default_optimizer(module, config)
     scheduler = scheduler_factory(optimizer, config) if scheduler_factory else default_scheduler(optimizer, config)
@@ -552,6 +562,8 @@ def fit(
         ranks = _gather({"rng": _get_rng_state(device), "losses": list(losses)}, world)
         if world > 1:
             _assert_replicas_in_sync(module, device)
+        if curve is not None:
+            curve.flush()  # the curve on disk reaches at least the checkpoint's step
         if rank == 0 and path is not None:
             _atomic_save({
                 "format": _FORMAT, "done": done, "step": step, "config": dataclasses.asdict(config),
@@ -568,6 +580,7 @@ def fit(
                disable=not progress or rank != 0)
     try:
         module.train()
+        step_start = time.perf_counter()
         while step < config.steps:
             sampler.start_epoch(epoch, consumed * config.batch_size)
             loader_gen.manual_seed(seed * 1_000_003 + 7919 * rank + epoch)
@@ -575,7 +588,8 @@ def fit(
                 consumed += 1
                 lr = optimizer.param_groups[0]["lr"]
                 batch = to_device(batch, device)
-                samples += _batch_size_of(batch, config.batch_size) * world
+                batch_samples = _batch_size_of(batch, config.batch_size) * world
+                samples += batch_samples
                 optimizer.zero_grad(set_to_none=True)
                 with autocast_context(device, config.amp):
                     out = loss_fn(wrapped, batch)
@@ -595,6 +609,11 @@ def fit(
                 step += 1
                 losses.append(loss_value)
                 logs = {k: float(v) for k, v in user_logs.items()} | {"lr": lr, "grad_norm": grad_norm}
+                if curve is not None:
+                    now = time.perf_counter()
+                    curve.add(step, {"loss": loss_value, **logs, "samples": samples, "elapsed_s": now - start_time,
+                                     "samples_per_s": batch_samples / max(now - step_start, 1e-9)})
+                    step_start = now
                 bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", refresh=False)
                 bar.update(1)
                 if world > 1 and step == 1:
@@ -614,9 +633,11 @@ def fit(
             _assert_replicas_in_sync(module, device)
     finally:
         bar.close()
+        if curve is not None:
+            curve.close()
         model.train(was_training)
     return FitResult(step, losses[-1] if losses else math.nan, losses, resumed_from,
-                     time.perf_counter() - start_time, samples, logs)
+                     time.perf_counter() - start_time, samples, logs, str(curve.path) if curve is not None else None)
 
 
 def fit_in_context(ctx: RunContext, model: nn.Module, loss_fn: LossFn, data: Dataset, *, stage: str = "train",
@@ -626,6 +647,7 @@ def fit_in_context(ctx: RunContext, model: nn.Module, loss_fn: LossFn, data: Dat
     config = FitConfig.from_hparams(ctx.hparams, stage if prefix is None else prefix)
     kwargs.setdefault("progress", ctx.show_progress)
     kwargs.setdefault("desc", stage)
+    kwargs.setdefault("curve", CurveLog(ctx.checkpoint_dir / stage / CURVE_NAME, tensorboard=ctx.tensorboard))
     result = fit(model, loss_fn, data, config, device=ctx.device, seed=ctx.seed,
                  checkpoint_dir=ctx.checkpoint_dir / stage, **kwargs)
     ctx.record_fit(stage, result)

@@ -303,7 +303,9 @@ def test_comparisons_against_a_floor_entry_are_rendered_in_table_units(tmp_path:
     runner.run(SEG, [LINEAR, "pixel_rf"], profile="smoke", results_dir=tmp_path, cells=["radar-100"], show_progress=False, device="cpu")
     task = registry.load_task(SEG)
     task.spec = dataclasses.replace(task.spec, comparisons=(PairedComparison("vs floor", "radar-100", "radar-100", b_entry="pixel_linear"),))
-    rows = [line for line in tables.render(task, tmp_path, "smoke").splitlines() if line.startswith("| vs floor")]
+    hidden = tables.render(task, tmp_path, "smoke")  # a plugin is not mixed into the suite's tables unless asked
+    assert "Not shown: records of third-party entries pixel_linear" in hidden and "| pixel_linear" not in hidden
+    rows = [line for line in tables.render(task, tmp_path, "smoke", include=["pixel_linear"]).splitlines() if line.startswith("| vs floor")]
     assert len(rows) == 1 and "pixel_rf/radar-100" in rows[0] and "pixel_linear/radar-100" in rows[0]  # never the floor vs itself
     r = compare_jobs(task, tmp_path, "smoke", "pixel_rf/radar-100", "pixel_linear/radar-100").result
     assert f"{100 * r.estimate:+.1f} [{100 * r.low:+.1f}, {100 * r.high:+.1f}]" in rows[0]  # mIoU in points, as the tables
