@@ -119,6 +119,21 @@ def _add_rescore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--entry", action="append", default=None, help="module:Class or file.py:Class of an unregistered entry (repeatable)")
 
 
+def _add_curves(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("curves", help="draw (or export as CSV) the training curves of a run's jobs",
+                       description="Training curves of the records under --results: one panel per stage, one line per job.")
+    p.add_argument("--task", required=True)
+    p.add_argument("--profile", default="mini", choices=PROFILES)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--entry", action="append", default=None, help="only this entry (repeatable)")
+    p.add_argument("--cell", action="append", default=None, help="only this cell (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="only this seed")
+    p.add_argument("--key", default="loss", help="what to draw: loss, lr, grad_norm, samples_per_s or an entry's own log (default: loss)")
+    p.add_argument("--smooth", type=int, default=1, metavar="STEPS", help="trailing mean over this many steps (default: 1, none)")
+    p.add_argument("--format", default="png", choices=("png", "csv"), help="png (default: <results>/<task>/<profile>/curves-KEY.png) or csv (stdout)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the PNG or CSV")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="Benchmark suite for self-supervised multi-source satellite learning.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -129,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table(sub)
     _add_compare(sub)
     _add_rescore(sub)
+    _add_curves(sub)
     p = sub.add_parser("check-entry", help="run an entry through a whole job on a tiny mock task and report problems")
     p.add_argument("spec", help="entry name, module:Class or path/file.py:Class")
     p.add_argument("--device", default="cpu")
@@ -329,6 +345,20 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+def cmd_curves(args: argparse.Namespace) -> int:
+    from .curve_plot import curves_command
+
+    check_folder(args.results, "--results", must_exist=True)
+    check_seeds(None if args.seed is None else [args.seed])
+    task = registry.load_task(args.task)
+    text, missing = curves_command(args.results, task.spec.name, args.profile, entries=args.entry, cells=args.cell, seed=args.seed,
+                                   fmt=args.format, out=args.out, key=args.key, smooth=args.smooth)
+    for line in missing:
+        print(f"  no curve: {line}", file=sys.stderr)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def cmd_check_entry(args: argparse.Namespace) -> int:
     from .check_entry import check_entry
 
@@ -382,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "rescore":
             return cmd_rescore(args)
+        if args.command == "curves":
+            return cmd_curves(args)
         if args.command == "check-entry":
             return cmd_check_entry(args)
         return cmd_data(args.command, args.task, args.rest)

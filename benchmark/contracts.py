@@ -78,7 +78,11 @@ class RunContext:
     collate: Callable[[list[Any]], Any] | None = None  # the task's batch collate (time padding + masks, ...)
     show_progress: bool = True
     fit_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # shared by stage() copies
-    tensorboard: bool = False  # run --tensorboard: fit_in_context also writes TensorBoard events
+    job_dir: Path | None = None  # the job's own folder (stage() copies keep it); curves are referenced from it
+
+    def __post_init__(self) -> None:
+        if self.job_dir is None:
+            self.job_dir = self.checkpoint_dir
 
     @contextlib.contextmanager
     def progress(self, total: int | None, desc: str) -> Iterator[Progress]:
@@ -101,11 +105,11 @@ class RunContext:
         """Let the harness see training throughput and the curve: pass the ``FitResult`` of
         ``benchmark.training.fit``, or any object with the attributes ``steps_done``,
         ``resumed_from``, ``samples_seen``, ``wall_time_s`` (missing ones count as 0) and optionally
-        ``curve_file`` (a file under ``checkpoint_dir``; see ``benchmark.curves``)."""
+        ``curve_file`` (a file under the job's folder; see ``benchmark.curves``)."""
         curve = getattr(result, "curve_file", None)
         if curve is not None:
             try:
-                curve = str(Path(curve).resolve().relative_to(Path(self.checkpoint_dir).resolve()))
+                curve = Path(curve).resolve().relative_to(Path(self.job_dir or self.checkpoint_dir).resolve()).as_posix()
             except ValueError:
                 curve = None  # only files in the job's own folder are referenced from its record
         self.fit_log[stage] = {

@@ -9,19 +9,26 @@ this stage so far, over all ranks), ``elapsed_s`` (wall time of this ``fit`` cal
 
 A resumed stage cuts the lines after the checkpoint it resumes from, so the file always
 describes one run of the steps. With ``tensorboard=True`` the same scalars also go to
-TensorBoard event files in ``tensorboard/`` beside the curve.
+TensorBoard event files in ``tensorboard/`` beside the curve (``run --tensorboard`` asks for
+them in every stage of its jobs).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 CURVE_NAME = "curve.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_ENV = "BENCHMARK_TENSORBOARD"  # set to 1 in a job's process by `run --tensorboard`
+
+
+def tensorboard_wanted() -> bool:
+    return os.environ.get(TENSORBOARD_ENV) == "1"
 
 
 class CurveLog:

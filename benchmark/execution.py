@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from . import registry
 from .contracts import RunContext
+from .curves import TENSORBOARD_ENV
 from .isolation import Channel, JobEnded, Session
 from .protocols import JobOutput, get_protocol
 from .results import environment
@@ -79,7 +81,7 @@ def context(req: JobRequest, task: Any, data: Any, show_progress: bool | None = 
     info.setdefault("recipe", req.recipe)  # entries may adapt to the views (e.g. cropped training samples)
     return RunContext(device=torch.device(req.device), seed=req.seed, profile=req.profile, hparams=dict(req.hparams),
                       checkpoint_dir=req.checkpoint_dir, cell=dict(cell.params), task_info=info, collate=getattr(task, "collate", None),
-                      show_progress=req.show_progress if show_progress is None else show_progress, tensorboard=req.tensorboard)
+                      show_progress=req.show_progress if show_progress is None else show_progress)
 
 
 # --------------------------------------------------------------------------- the job's process
@@ -89,6 +91,10 @@ class JobProcess:
     def __init__(self, req: JobRequest, loaded: tuple[Any, Any, type] | None = None):
         if req.threads:
             torch.set_num_threads(req.threads)
+        if req.tensorboard:  # every fit of this job also writes TensorBoard events
+            os.environ[TENSORBOARD_ENV] = "1"
+        else:
+            os.environ.pop(TENSORBOARD_ENV, None)
         logging.basicConfig(level=req.log_level, format="%(levelname)s %(name)s: %(message)s")
         if loaded is None:
             self.task, self.data = task_and_data(req)

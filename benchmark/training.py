@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 from tqdm.auto import tqdm
 
-from .curves import CURVE_NAME, CurveLog
+from .curves import CURVE_NAME, CurveLog, tensorboard_wanted
 
 if TYPE_CHECKING:
     from benchmark.contracts import RunContext
@@ -490,7 +490,8 @@ def fit(
     returns a scalar loss or ``(loss, logs)``. ``optimizer_factory`` receives the unwrapped model;
     ``scheduler_factory(optimizer, config)`` may return None. ``on_step(step, loss, logs)`` runs
     after each step (and after that step's checkpoint); ``logs`` include ``lr`` and ``grad_norm``.
-    ``curve`` (written by rank 0) gets one row per step: loss, lr, grad norm, throughput, ``logs``.
+    ``curve`` (written by rank 0) gets one row per step: loss, lr, grad norm, throughput, ``logs``;
+    by default ``checkpoint_dir/curve.jsonl`` when there is a checkpoint folder.
     The model is put in train mode for the loop and given back in the mode it came in (freeze
     submodules inside ``loss_fn`` if some must stay in eval mode).
     Under ``torchrun`` (WORLD_SIZE > 1) it joins the process group, wraps the model in DDP and
@@ -504,6 +505,8 @@ def fit(
     was_training = model.training
     module = unwrap(model).to(device)
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if curve is None and checkpoint_dir is not None:
+        curve = CurveLog(Path(checkpoint_dir) / CURVE_NAME, tensorboard=tensorboard_wanted())  # a checkpointed stage leaves its curve
     run = {"seed": int(seed), "world_size": world, "dataset_len": len(data)}
     ckpt = _load_checkpoint(path, config, run) if path is not None and path.exists() else None
 
@@ -647,7 +650,6 @@ def fit_in_context(ctx: RunContext, model: nn.Module, loss_fn: LossFn, data: Dat
     config = FitConfig.from_hparams(ctx.hparams, stage if prefix is None else prefix)
     kwargs.setdefault("progress", ctx.show_progress)
     kwargs.setdefault("desc", stage)
-    kwargs.setdefault("curve", CurveLog(ctx.checkpoint_dir / stage / CURVE_NAME, tensorboard=ctx.tensorboard))
     result = fit(model, loss_fn, data, config, device=ctx.device, seed=ctx.seed,
                  checkpoint_dir=ctx.checkpoint_dir / stage, **kwargs)
     ctx.record_fit(stage, result)

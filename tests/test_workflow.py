@@ -1,0 +1,248 @@
+"""The daily workflow: overrides, training curves, portable and validated records, plugins, threads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmark import cli, registry, runner, tables
+from benchmark.curves import CurveLog, read_curve
+from benchmark.environment import auto_threads
+from benchmark.errors import BenchmarkError
+from benchmark.overrides import apply, load_overrides, parse_sets
+from benchmark.plan import RunOptions, job_config, make_plan, portable_identity
+from benchmark.results import ResultStore
+from benchmark.schema import SCHEMA_VERSION, RecordError, migrate, read_record, validate
+
+SEG = "tests.plugins.toy_entries:SegTask"
+LINEAR = "examples/minimal_entry.py:PixelLinear"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+# --------------------------------------------------------------------------- overrides
+def test_set_values_are_typed_and_nested() -> None:
+    got = parse_sets(["lr=3e-4", "steps=1e3", "widths=[16,32]", "amp=false", "clip=null", "model.depth=4", "model.name=unet"])
+    assert got == {"lr": 3e-4, "steps": 1000.0, "widths": [16, 32], "amp": False, "clip": None, "model": {"depth": 4, "name": "unet"}}
+
+
+def test_apply_checks_keys_and_types_against_the_profile() -> None:
+    profile = {"lr": 0.01, "steps": 80, "widths": [8, 16], "amp": True, "model": {"depth": 2}}
+    out = apply(profile, {"lr": 1, "steps": 1e3, "widths": [4], "model": {"depth": 3}}, "e")
+    assert out == {"lr": 1.0, "steps": 1000, "widths": [4], "amp": True, "model": {"depth": 3}}
+    assert isinstance(out["lr"], float) and isinstance(out["steps"], int)
+    assert profile["model"] == {"depth": 2}  # the profile itself is never changed
+    with pytest.raises(BenchmarkError, match=r"no hyper-parameter 'lrr'; valid keys: amp, lr, model, steps, widths"):
+        apply(profile, {"lrr": 1.0}, "e")
+    with pytest.raises(BenchmarkError, match=r"no hyper-parameter 'model.width'; valid keys under model: depth"):
+        apply(profile, {"model": {"width": 3}}, "e")
+    with pytest.raises(BenchmarkError, match="steps is int"):
+        apply(profile, {"steps": 2.5}, "e")
+    with pytest.raises(BenchmarkError, match="amp is bool"):
+        apply(profile, {"amp": 1}, "e")
+
+
+def test_config_files_yaml_and_toml_with_per_entry_tables(tmp_path: Path) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("lr: 0.001\nentries:\n  pixel_linear:\n    steps: 5\n")
+    toml = tmp_path / "c.toml"
+    toml.write_text("lr = 0.001\n[entries.pixel_linear]\nsteps = 5\n")
+    for path in (yaml, toml):
+        ovr = load_overrides(["lr=2e-3"], path)
+        assert ovr.for_entry("pixel_linear") == {"lr": 2e-3, "steps": 5} and ovr.for_entry("other") == {"lr": 2e-3}
+        assert ovr.sources == (f"config {path}", "--set lr=2e-3")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1,\n")
+    with pytest.raises(BenchmarkError, match=f"config file {bad} cannot be read"):
+        load_overrides((), bad)
+    with pytest.raises(BenchmarkError, match="unknown format '.json'"):
+        (tmp_path / "c.json").write_text("{}")
+        load_overrides((), tmp_path / "c.json")
+    with pytest.raises(BenchmarkError, match="expected KEY=VALUE"):
+        parse_sets(["lr"])
+
+
+def _plan(tmp_path: Path, **kw: object):
+    opts = RunOptions(task=SEG, entries=[LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100"], seeds=[0],
+                      show_progress=False, device="cpu", **kw)
+    return make_plan(opts)[0]
+
+
+def test_set_changes_the_hash_and_the_record_and_a_config_does_the_same(tmp_path: Path) -> None:
+    base = _plan(tmp_path).jobs[0]
+    by_set = _plan(tmp_path, overrides=load_overrides(["lr=3e-4"])).jobs[0]
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text("lr: 3.0e-4\n")
+    by_file = _plan(tmp_path, overrides=load_overrides((), cfg)).jobs[0]
+    assert base.config_hash != by_set.config_hash == by_file.config_hash
+    assert base.request.checkpoint_dir != by_set.request.checkpoint_dir  # no checkpoint made under other settings is reused
+    assert by_set.record["hparams"]["lr"] == 3e-4 and by_set.request.hparams["lr"] == 3e-4
+    assert by_set.record["overrides"] == {"values": {"lr": 3e-4}, "sources": ["--set lr=3e-4"]}
+    assert base.record["overrides"] is None
+
+
+def test_unknown_key_fails_the_run_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "--task", SEG, "--entry", LINEAR, "--profile", "smoke", "--results", str(tmp_path), "--set", "lrr=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: entry 'pixel_linear' has no hyper-parameter 'lrr'; valid keys: batch_size, lr, steps"]
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+# --------------------------------------------------------------------------- curves
+def test_each_training_stage_leaves_a_curve_referenced_from_its_record(tmp_path: Path) -> None:
+    [summary] = runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100"], seeds=[0], show_progress=False,
+                           device="cpu", overrides=load_overrides(["steps=12"]))
+    rec = read_record(summary.path)
+    [(stage, info)] = rec["training"].items()
+    rows = read_curve(tmp_path / info["curve"])
+    assert [r["step"] for r in rows] == list(range(1, 13)) and info["steps"] == 12
+    assert {"loss", "lr", "grad_norm", "samples", "elapsed_s", "samples_per_s"} <= set(rows[0])
+    assert rows[-1]["samples"] == info["samples"] == 12 * 4
+    code = cli.main(["curves", "--task", SEG, "--profile", "smoke", "--results", str(tmp_path), "--format", "csv",
+                     "--out", str(tmp_path / "c.csv")])
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert code == 0 and len(lines) == 13 and lines[0].startswith("entry,seed,stage,cells,step,")
+    assert cli.main(["curves", "--task", SEG, "--profile", "smoke", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "mock_segmentation" / "smoke" / "curves-loss.png").stat().st_size > 1000
+
+
+def test_a_resumed_curve_keeps_only_the_steps_up_to_its_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "curve.jsonl"
+    log = CurveLog(path)
+    log.start(0)
+    for step in range(1, 8):
+        log.add(step, {"loss": 1.0 / step, "lr": float("nan")})
+    log.close()
+    assert read_curve(path)[0]["lr"] is None  # non-finite values are written as null, never as NaN text
+    log = CurveLog(path)
+    log.start(4)  # the checkpoint was at step 4: steps 5-7 are redone
+    log.add(5, {"loss": 0.5})
+    log.close()
+    assert [r["step"] for r in read_curve(path)] == [1, 2, 3, 4, 5]
+    with path.open("a") as fh:
+        fh.write('{"step": 6, "lo')  # a run killed mid-line
+    assert [r["step"] for r in read_curve(path)] == [1, 2, 3, 4, 5]
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        read_curve(path)
+
+
+# --------------------------------------------------------------------------- portable records
+def test_the_data_hash_leaves_the_path_out() -> None:
+    task = registry.load_task(SEG)
+    spec, cell = task.spec, task.spec.cells[0]
+    cls = registry.load_entry(LINEAR)
+    a = {"kind": "synthetic", "root": "/a", "checksum": "x", "generator_version": "1", "seed": 0}
+    b = {**a, "root": "/elsewhere/b"}
+    assert portable_identity(a) == portable_identity(b)
+    assert job_config(spec, cell, cls, "smoke", 0, {}, a) == job_config(spec, cell, cls, "smoke", 0, {}, b)
+    assert job_config(spec, cell, cls, "smoke", 0, {}, a) != job_config(spec, cell, cls, "smoke", 0, {}, {**a, "checksum": "y"})
+
+
+@pytest.mark.slow
+def test_resume_on_a_copy_of_the_data_at_another_path_skips_finished_jobs(tmp_path: Path) -> None:
+    first, copy, results = tmp_path / "data", tmp_path / "moved" / "data", tmp_path / "results"
+    opts = {"profile": "smoke", "results_dir": results, "cells": ["radar-100"], "seeds": [0], "show_progress": False, "device": "cpu"}
+    [done] = runner.run("pastis_r", ["pixel_rf"], data_root=first, **opts)
+    assert done.status == "ok"
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)
+    plan, _ = make_plan(RunOptions(task="pastis_r", entries=["pixel_rf"], data_root=copy, resume=True, **opts))
+    assert [j.key for j in plan.jobs] == [done.key] and plan.done == {done.key}
+    [again] = runner.run("pastis_r", ["pixel_rf"], data_root=copy, resume=True, **opts)
+    assert again.status == "skipped"
+
+
+def test_records_carry_where_and_how_they_were_made(tmp_path: Path) -> None:
+    code = cli.main(["run", "--task", SEG, "--entry", LINEAR, "--profile", "smoke", "--results", str(tmp_path), "--cell", "radar-100",
+                     "--seed", "0", "--no-progress", "--set", "steps=3"])
+    assert code == 0
+    rec = json.loads((tmp_path / "mock_segmentation/smoke/pixel_linear/radar-100-seed0.json").read_text())
+    assert rec["schema"] == SCHEMA_VERSION == 3
+    assert rec["command"].startswith("python -m benchmark run --task ") and rec["command"].endswith("--set steps=3")
+    env = rec["environment"]
+    assert {"cpu_model", "cuda", "cudnn", "gpus", "world_size", "load_avg_1m", "usable_cores", "hostname"} <= set(env)
+    assert env["cpu_model"] not in ("x86_64", "") and env["world_size"] == 1
+    assert rec["execution"]["threads_source"].startswith("auto: ") and env["torch_threads"] >= 1
+    src = rec["entry_source"]
+    assert src["third_party"] is True and src["distribution"] is None  # a file spec belongs to no distribution
+    assert registry.resolve_entry("pixel_rf").provenance()["distribution"] == registry.own_distribution()
+
+
+def test_every_committed_record_validates_against_the_schema() -> None:
+    paths = sorted(p for p in RESULTS.glob("*/*/*/*.json"))
+    assert len(paths) > 100
+    for path in paths:
+        rec = read_record(path)  # raises RecordError naming the problem
+        assert rec["schema"] == SCHEMA_VERSION
+
+
+def test_schema_1_and_2_records_are_migrated_without_guessing() -> None:
+    v1 = {"schema": 1, "status": "ok", "task": {"name": "t", "version": "1", "family": "segmentation"}, "cell": {"name": "c"},
+          "entry": {"name": "e", "version": "1", "family": "segmentation"}, "profile": "mini", "seed": 0, "config_hash": "abc",
+          "data": {"kind": "synthetic"}, "metrics": {"miou": {"estimate": 0.5}}, "unit_stats_file": "c-seed0.npz",
+          "extra": {"fit_log": {"finetune": {"steps": 10, "samples": 80, "seconds": 1.5, "resumed_from": 0}}}}
+    out = migrate(v1)
+    validate(out)
+    assert out["schema"] == 3 and out["migrated_from"] == 1 and v1["schema"] == 1
+    assert out["entry_source"]["source"] == "unknown (schema-1 record)" and out["execution"]["isolation"] == "unknown"
+    assert out["training"]["finetune"] == {"steps": 10, "samples": 80, "seconds": 1.5, "resumed_from": 0, "curve": None}
+    assert out["environment"] == {"git_sha": "unknown"} and out["command"] is None
+    with pytest.raises(RecordError, match="needs 'training' and 'environment'"):
+        validate({**out, "training": None})
+
+
+def test_an_invalid_record_is_never_written(tmp_path: Path) -> None:
+    from benchmark.results import JobKey
+
+    store = ResultStore(tmp_path)
+    key = JobKey("t", "smoke", "e", "c", 0)
+    good = {"schema": 3, "status": "failed", "error": "x", "task": {"name": "t", "version": "1", "family": "segmentation"},
+            "cell": {"name": "c"}, "entry": {"name": "e", "version": "1", "family": "segmentation"}, "profile": "smoke", "seed": 0,
+            "config_hash": "abc", "data": {"kind": "synthetic"}, "entry_source": {"spec": "e", "source": "s", "registered": False},
+            "execution": {"isolation": "process"}}
+    validate(good)
+    with pytest.raises(BenchmarkError, match="was not written: it does not match the record schema: seed"):
+        store.write(key, {**good, "seed": "0"}, None)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_tables_flag_mixed_commits_and_threads(tmp_path: Path) -> None:
+    runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100"], seeds=[0, 1], show_progress=False, device="cpu",
+               overrides=load_overrides(["steps=3"]))
+    path = tmp_path / "mock_segmentation/smoke/pixel_linear/radar-100-seed1.json"
+    rec = json.loads(path.read_text())
+    rec["environment"] = {**rec["environment"], "git_sha": "0123abc", "torch_threads": 7}
+    path.write_text(json.dumps(rec))
+    text = tables.render(registry.load_task(SEG), tmp_path, "smoke")
+    assert "MIXED PROVENANCE (commit)" in text and "pixel_linear/radar-100 seed 1 (0123abc)" in text
+    assert "MIXED PROVENANCE (torch threads)" in text and "seed 1 (7)" in text
+
+
+# --------------------------------------------------------------------------- plugins and threads
+def test_a_broken_entry_point_is_listed_and_skipped(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from importlib.metadata import EntryPoint
+
+    good = dict(registry._group(registry.ENTRY_GROUP))
+    broken = EntryPoint("broken_plugin", "no_such_module_xyz:Entry", registry.ENTRY_GROUP)
+    monkeypatch.setattr(registry, "_group", lambda group: {**good, "broken_plugin": broken} if group == registry.ENTRY_GROUP else {})
+    names = registry.entries_of_family("segmentation")
+    assert "broken_plugin" not in names and "pixel_rf" in names
+    assert any("skipping entry 'broken_plugin'" in r.getMessage() and "ModuleNotFoundError" in r.getMessage() for r in caplog.records)
+    assert cli.cmd_list() == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("broken_plugin"))
+    assert "BROKEN, skipped by run: ModuleNotFoundError" in line
+
+
+def test_auto_threads_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark import environment
+
+    monkeypatch.setattr(environment, "usable_cores", lambda: 8)
+    monkeypatch.setattr(environment, "load_average", lambda: 3.2)
+    assert auto_threads(1) == (5, "auto: 8 usable core(s), load 3.2, 1 job(s) at once")
+    assert auto_threads(2)[0] == 2
+    monkeypatch.setattr(environment, "load_average", lambda: 12.0)
+    assert auto_threads(1)[0] == 1
