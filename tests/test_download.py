@@ -1,11 +1,11 @@
-"""Resumable, verified downloads from a local 127.0.0.1 HTTP server, and safe archive extraction."""
+"""Verified downloads through pooch from a local 127.0.0.1 HTTP server, and safe archive extraction."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import random
-import re
 import socket
 import tarfile
 import threading
@@ -31,7 +31,7 @@ from tasks.common.download import (
 )
 
 # --------------------------------------------------------------------------------------------------
-# fixtures: an in-memory zip served over HTTP with switchable range support and failures
+# fixtures: an in-memory zip served over HTTP with switchable failures
 # --------------------------------------------------------------------------------------------------
 
 FILES = {
@@ -60,7 +60,6 @@ STALL = 0.5
 @dataclass
 class ServerState:
     payload: bytes = PAYLOAD
-    range_support: bool = True
     drop_after: int | None = None  # cut the connection after this many body bytes ...
     drops: int = 0  # ... for this many responses
     errors: list[int] = field(default_factory=list)  # statuses to answer first, one per request
@@ -95,31 +94,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/data.zip":
             self.send_error(404)
             return
-        data, start = st.payload, 0
-        wanted = self.headers.get("Range")
-        if st.range_support and wanted:
-            start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
+        self.send_response(200)
         self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(st.payload)))
         self.end_headers()
         if drop is not None:
-            self.wfile.write(body[:drop])
+            self.wfile.write(st.payload[:drop])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)  # abrupt end mid-body
             self.close_connection = True
             return
-        self.wfile.write(body)
+        self.wfile.write(st.payload)
 
 
 class _Server(ThreadingHTTPServer):
@@ -168,72 +153,71 @@ def _get(url: str, dest: Path, **kwargs) -> Path:
     return download_file(url, dest, **kwargs)
 
 
+def _listing(folder: Path) -> list[str]:
+    """Everything under ``folder`` (pooch's temporary files included)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
 # --------------------------------------------------------------------------------------------------
 # downloads
 # --------------------------------------------------------------------------------------------------
 
 
-def test_fresh_download_verifies_md5_and_sha256(server: _Server, url: str, tmp_path: Path) -> None:
+def test_fresh_download_verifies_md5_and_sha256(
+    server: _Server, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "sub" / "PASTIS-R.zip"
     out = _get(url, dest, md5=MD5, sha256=SHA256.upper(), size=len(PAYLOAD), progress=True)
     assert out == dest and dest.read_bytes() == PAYLOAD
-    assert not (tmp_path / "sub" / "PASTIS-R.zip.part").exists()
-    assert [r["range"] for r in server.state.requests] == [None]
+    assert _listing(tmp_path) == ["sub", "sub/PASTIS-R.zip"]  # no temporary file left
+    assert len(server.state.requests) == 1
+    assert "B/s" in capsys.readouterr().err  # the tqdm bar of pooch's HTTPDownloader
     assert file_digest(dest, "md5") == MD5 and file_digest(dest, "sha256") == SHA256
     verify_checksum(dest, md5=MD5, sha256=SHA256)
     with pytest.raises(ChecksumError, match="md5 checksum mismatch"):
         verify_checksum(dest, md5="0" * 32)
 
 
-def test_interrupted_download_resumes_with_range(server: _Server, url: str, tmp_path: Path) -> None:
+def test_pooch_logs_nothing_even_at_info(
+    server: _Server, url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # what `python -m benchmark -v` does
+    _get(url, tmp_path / "PASTIS-R.zip", md5=MD5)
+    assert [r for r in caplog.records if r.name == "pooch"] == []  # callers print their own line
+
+
+def test_interrupted_download_leaves_no_half_file(
+    server: _Server, url: str, tmp_path: Path
+) -> None:
     dest = tmp_path / "PASTIS-R.zip"
-    part = tmp_path / "PASTIS-R.zip.part"
     server.state.drop_after, server.state.drops = 50_000, 1
-    # no retries: the first run fails but keeps what it got
-    with pytest.raises(DownloadError, match="run again to resume"):
+    with pytest.raises(DownloadError, match="run again") as info:
         _get(url, dest, md5=MD5, retries=0)
-    assert part.stat().st_size == 50_000 and not dest.exists()
-    # the next run resumes from there
+    msg = str(info.value)
+    assert url in msg and "\n" not in msg and info.value.url == url
+    assert _listing(tmp_path) == []  # neither dest nor pooch's temporary file
+    # the next run downloads it whole
     _get(url, dest, md5=MD5)
-    assert [r["range"] for r in server.state.requests] == [None, "bytes=50000-"]
-    assert dest.read_bytes() == PAYLOAD and not part.exists()
+    assert dest.read_bytes() == PAYLOAD and _listing(tmp_path) == ["PASTIS-R.zip"]
 
 
 def test_dropped_connection_is_retried_within_one_call(
     server: _Server, url: str, tmp_path: Path
 ) -> None:
     dest = tmp_path / "PASTIS-R.zip"
-    # every response is cut after 30 kB: each retry makes progress, so it still completes
-    server.state.drop_after, server.state.drops = 30_000, 100
-    _get(url, dest, md5=MD5, retries=1)
-    ranges = [r["range"] for r in server.state.requests]
-    assert ranges == [None] + [f"bytes={30_000 * i}-" for i in range(1, len(ranges))]
+    server.state.drop_after, server.state.drops = 30_000, 2
+    _get(url, dest, md5=MD5, retries=2)
+    assert [r["range"] for r in server.state.requests] == [None, None, None]  # pooch restarts
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_server_without_range_support_restarts_cleanly(
-    server: _Server, url: str, tmp_path: Path
-) -> None:
-    dest = tmp_path / "PASTIS-R.zip"
-    server.state.range_support = False
-    server.state.drop_after, server.state.drops = 50_000, 1
-    _get(url, dest, sha256=SHA256)
-    assert [r["range"] for r in server.state.requests] == [
-        None,
-        "bytes=50000-",
-    ]  # answered with 200
-    assert dest.read_bytes() == PAYLOAD  # restarted from zero, not appended
-
-
-def test_no_range_support_and_persistent_drops_gives_up(
-    server: _Server, url: str, tmp_path: Path
-) -> None:
-    server.state.range_support = False
+def test_persistent_drops_give_up(server: _Server, url: str, tmp_path: Path) -> None:
     server.state.drop_after, server.state.drops = 50_000, 100
     with pytest.raises(DownloadError, match=r"failed 3 times in a row") as info:
         _get(url, tmp_path / "PASTIS-R.zip", md5=MD5, retries=2)
     assert info.value.url == url
     assert len(server.state.requests) == 3
+    assert _listing(tmp_path) == []
 
 
 def test_transient_http_status_is_retried(server: _Server, url: str, tmp_path: Path) -> None:
@@ -249,35 +233,37 @@ def test_timeout_is_retried(server: _Server, url: str, tmp_path: Path) -> None:
     assert (tmp_path / "PASTIS-R.zip").read_bytes() == PAYLOAD
 
 
-def test_complete_part_file_with_416_is_accepted(server: _Server, url: str, tmp_path: Path) -> None:
-    dest = tmp_path / "PASTIS-R.zip"
-    (tmp_path / "PASTIS-R.zip.part").write_bytes(PAYLOAD)
-    _get(url, dest, md5=MD5)  # size unknown: asks for the rest, server says 416 */total
-    assert [r["range"] for r in server.state.requests] == [f"bytes={len(PAYLOAD)}-"]
-    assert dest.read_bytes() == PAYLOAD
-
-
-def test_complete_part_file_with_known_size_needs_no_request(
-    server: _Server, url: str, tmp_path: Path
-) -> None:
-    dest = tmp_path / "PASTIS-R.zip"
-    (tmp_path / "PASTIS-R.zip.part").write_bytes(PAYLOAD)
-    _get(url, dest, md5=MD5, size=len(PAYLOAD))
-    assert server.state.requests == [] and dest.read_bytes() == PAYLOAD
-
-
+@pytest.mark.parametrize(
+    ("kwargs", "algo", "wrong"),
+    [
+        pytest.param({"md5": "0123456789abcdef" * 2}, "md5", "0123456789abcdef" * 2, id="md5-pooch"),
+        pytest.param({"sha256": "ab" * 32, "md5": MD5}, "sha256", "ab" * 32, id="sha256-pooch"),
+        # sha256 right (pooch's known_hash), md5 wrong: caught on pooch's temporary file
+        pytest.param({"sha256": SHA256, "md5": "cd" * 16}, "md5", "cd" * 16, id="md5-second"),
+    ],
+)
 def test_checksum_mismatch_raises_and_leaves_nothing(
+    server: _Server, url: str, tmp_path: Path, kwargs: dict, algo: str, wrong: str
+) -> None:
+    dest = tmp_path / "PASTIS-R.zip"
+    with pytest.raises(ChecksumError) as info:
+        _get(url, dest, **kwargs)
+    msg = str(info.value)
+    actual = MD5 if algo == "md5" else SHA256
+    assert str(dest) in msg and url in msg and wrong in msg and actual in msg and "\n" not in msg
+    assert isinstance(info.value, ValueError)
+    assert (info.value.algo, info.value.expected, info.value.actual) == (algo, wrong, actual)
+    assert _listing(tmp_path) == []
+    assert len(server.state.requests) == 1  # a checksum mismatch is not retried
+
+
+def test_size_mismatch_raises_and_leaves_nothing(
     server: _Server, url: str, tmp_path: Path
 ) -> None:
     dest = tmp_path / "PASTIS-R.zip"
-    wrong = "0123456789abcdef" * 2
-    with pytest.raises(ChecksumError) as info:
-        _get(url, dest, md5=wrong)
-    msg = str(info.value)
-    assert str(dest) in msg and wrong in msg and MD5 in msg
-    assert isinstance(info.value, ValueError)
-    assert (info.value.algo, info.value.expected, info.value.actual) == ("md5", wrong, MD5)
-    assert sorted(tmp_path.iterdir()) == []
+    with pytest.raises(ChecksumError, match=f"expected {len(PAYLOAD) + 1} bytes, got {len(PAYLOAD)}"):
+        _get(url, dest, size=len(PAYLOAD) + 1)
+    assert _listing(tmp_path) == []
 
 
 def test_existing_good_file_makes_no_request(server: _Server, url: str, tmp_path: Path) -> None:
@@ -307,9 +293,16 @@ def test_http_404_names_the_url_and_is_not_retried(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unexpected_size_from_server_is_an_error(server: _Server, url: str, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match=f"server reports {len(PAYLOAD)} bytes"):
-        _get(url, tmp_path / "PASTIS-R.zip", size=len(PAYLOAD) + 1)
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/data.zip"
+    with pytest.raises(DownloadError) as info:
+        _get(url, tmp_path / "data.zip", retries=1)
+    msg = str(info.value)
+    assert url in msg and "failed 2 times" in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

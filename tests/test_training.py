@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from benchmark.curves import CURVE_NAME, read_curve
 from benchmark.training import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -118,7 +119,10 @@ def test_resume_is_bit_exact(tmp_path: Path, every: int, crash_at: int, resumed_
     assert_same_weights(reference, resumed)
     assert result.losses == ref.losses
     assert torch.equal(torch.rand(3), after_ref)
-    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temp files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, CURVE_NAME]  # no temp files left behind
+    curve = read_curve(tmp_path / CURVE_NAME)  # the steps after the checkpoint were cut and redone: each step once
+    assert [r["step"] for r in curve] == list(range(1, CFG["steps"] + 1))
+    assert [r["loss"] for r in curve] == ref.losses
 
 
 def test_finished_checkpoint_is_reused(tmp_path: Path) -> None:

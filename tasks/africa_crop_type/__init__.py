@@ -1,6 +1,6 @@
 """Task ``africa_crop_type``: crop-type segmentation on South Sudan (S4 paper, Table 1).
 
-Protocol (DESIGN.md §6): the SustainBench release of South Sudan, partitions from its
+Protocol (``docs/design.md``, protocol decisions): the SustainBench release of South Sudan, partitions from its
 ``list_eval_partition.csv`` (0 train, 1 val, 2 test), 10 % label subsets of the training tiles
 by :func:`tasks.sits.splits.label_subset` (seed 0, nested in 100 %), labels 1–4 (sorghum, maize,
 rice, groundnut) → classes 0–3, raw 0 (unlabelled) ignored, mIoU over the 4 crops; radar = S1

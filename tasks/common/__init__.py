@@ -1,2 +1,3 @@
-"""Helpers shared by the built-in tasks (dataset download, checksum verification, safe extraction;
-embedded-data verification against MANIFEST.json and the first-use generation lock in ``integrity``)."""
+"""Helpers shared by the built-in tasks: dataset downloads through pooch with checksum verification
+and safe archive extraction (``download``); embedded-data verification against MANIFEST.json and
+the first-use generation lock (``integrity``)."""

@@ -1,8 +1,12 @@
-"""Resumable, checksum-verified dataset downloads and archive extraction that never escapes its folder.
+"""Dataset downloads through pooch, and archive extraction that never escapes its folder.
 
-* :func:`download_file` fetches a URL into ``<dest>.part`` (resuming with an HTTP ``Range`` request
-  when a partial file is already there), verifies the published checksum and only then renames the
-  file into place, so ``dest`` is either absent or complete and verified.
+* :func:`download_file` fetches a URL with :func:`pooch.retrieve` and pooch's ``HTTPDownloader``
+  (a tqdm progress bar when asked). The published checksum is pooch's ``known_hash``; a second
+  checksum and the expected size, when given, are checked on the same temporary file. Pooch
+  writes the transfer to a temporary file beside ``dest`` and moves it into place only once it is
+  verified; on any failure the temporary file is deleted, so ``dest`` is either absent or complete
+  and verified. Connection failures, timeouts and 408/429/5xx answers are retried (each try
+  starts from zero: pooch does not resume a transfer).
 * :func:`safe_extract` validates *every* member of a ``.zip`` / ``.tar[.gz|.bz2|.xz]`` archive before
   writing anything (no absolute paths, no ``..``, no links leading outside, no device files), then
   extracts into a hidden temporary folder inside the destination and moves the top-level entries
@@ -10,14 +14,14 @@
 * :func:`install_archive` = verify the checksum of an archive the user already has, then extract it
   (this is what ``--from-archive FILE`` uses).
 
-Only the standard library and tqdm are used.
+Errors are one line naming the file or URL and the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import hashlib
-import http.client
+import importlib.util
 import lzma
 import os
 import re
@@ -26,15 +30,16 @@ import stat
 import tarfile
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tqdm.auto import tqdm
+import pooch
+import requests
 
 __all__ = [
     "ArchiveError",
@@ -56,7 +61,7 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HEX_LENGTH = {"md5": 32, "sha256": 64}
 _READ_BLOCK = 1 << 20
 _MAX_LINK_HOPS = 40
-_USER_AGENT = "satbench-download/1 (+python-urllib)"
+_USER_AGENT = f"satbench-download/2 (pooch {pooch.__version__})"
 
 
 class ChecksumError(ValueError):
@@ -104,32 +109,13 @@ class UnsafeArchiveError(ArchiveError):
 
 
 # --------------------------------------------------------------------------------------------------
-# checksums
+# checksums (pooch.file_hash)
 # --------------------------------------------------------------------------------------------------
-
-
-def _new_hash(algo: str) -> hashlib._Hash:
-    algo = algo.lower()
-    try:
-        # md5 is used as a published integrity check, not for security (keeps FIPS builds happy).
-        return hashlib.new(algo, usedforsecurity=False)
-    except ValueError:
-        raise ValueError(f"unsupported hash algorithm {algo!r}") from None
-
-
-def _file_digests(path: Path, algos: list[str]) -> dict[str, str]:
-    """Hex digests of ``path`` for several algorithms in a single pass over the file."""
-    hashes = {algo: _new_hash(algo) for algo in algos}
-    with open(path, "rb") as fh:
-        while block := fh.read(_READ_BLOCK):
-            for h in hashes.values():
-                h.update(block)
-    return {algo: h.hexdigest() for algo, h in hashes.items()}
 
 
 def file_digest(path: str | os.PathLike[str], algo: str) -> str:
     """Hex digest of the file at ``path`` (``algo`` is any :func:`hashlib.new` name, e.g. ``"md5"``)."""
-    return _file_digests(Path(path), [algo.lower()])[algo.lower()]
+    return pooch.file_hash(str(path), alg=algo.lower())
 
 
 def _expected_digests(*, sha256: str | None, md5: str | None) -> dict[str, str]:
@@ -148,17 +134,15 @@ def _expected_digests(*, sha256: str | None, md5: str | None) -> dict[str, str]:
 
 def _check(path: Path, expected: dict[str, str], *, name: Path, context: str = "") -> None:
     """Raise :class:`ChecksumError` (about ``name``) if ``path`` does not match ``expected``."""
-    if not expected:
-        return
-    actual = _file_digests(path, list(expected))
     for algo, want in expected.items():
-        if actual[algo] != want:
+        got = file_digest(path, algo)
+        if got != want:
             raise ChecksumError(
-                f"{algo} checksum mismatch for {name}: expected {want}, got {actual[algo]}{context}",
+                f"{algo} checksum mismatch for {name}: expected {want}, got {got}{context}",
                 path=name,
                 algo=algo,
                 expected=want,
-                actual=actual[algo],
+                actual=got,
             )
 
 
@@ -176,35 +160,8 @@ def verify_checksum(
 
 
 # --------------------------------------------------------------------------------------------------
-# downloads
+# downloads (pooch.retrieve + HTTPDownloader)
 # --------------------------------------------------------------------------------------------------
-
-
-class _Transient(Exception):
-    """A failure worth retrying (with the resume logic)."""
-
-
-def _part_path(dest: Path) -> Path:
-    return dest.with_suffix(dest.suffix + ".part")
-
-
-def _size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``"bytes 100-199/1000"`` → ``(100, 1000)``; ``"bytes */1000"`` → ``(None, 1000)``; total may be None."""
-    if not value:
-        return None, None
-    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value)
-    if not m:
-        return None, None
-    start = int(m.group(1)) if m.group(1) is not None else None
-    total = int(m.group(2)) if m.group(2) != "*" else None
-    return start, total
 
 
 def _verify_existing(dest: Path, expected: dict[str, str], size: int | None) -> None:
@@ -224,6 +181,54 @@ def _verify_existing(dest: Path, expected: dict[str, str], size: int | None) -> 
     _check(dest, expected, name=dest, context=f" ({dest} already exists{advice})")
 
 
+@dataclass
+class _CheckedDownloader:
+    """Pooch's HTTPDownloader, then the checks pooch's single ``known_hash`` does not cover.
+
+    The expected size and a second checksum are checked on pooch's temporary file, before pooch
+    verifies its own hash and moves the file into place; raising here makes pooch delete it.
+    """
+
+    inner: pooch.HTTPDownloader
+    dest: Path
+    url: str
+    size: int | None
+    extra: dict[str, str]
+
+    def __call__(self, url: str, output_file: Any, pooch_obj: Any, check_only: bool = False) -> Any:
+        done = self.inner(url, output_file, pooch_obj, check_only=check_only)
+        if check_only:
+            return done
+        tmp, gone = Path(output_file), f" (downloaded from {self.url}; the download was deleted)"
+        got = tmp.stat().st_size
+        if self.size is not None and got != self.size:
+            raise ChecksumError(
+                f"size mismatch for {self.dest}: expected {self.size} bytes, got {got}{gone}",
+                path=self.dest,
+                algo="size",
+                expected=str(self.size),
+                actual=str(got),
+            )
+        _check(tmp, self.extra, name=self.dest, context=gone)
+        return done
+
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """Pooch logs each download at INFO on stderr; the callers print their own line."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def download_file(
     url: str,
     dest: str | os.PathLike[str],
@@ -236,17 +241,16 @@ def download_file(
     timeout: float = 60,
     retries: int = 3,
 ) -> Path:
-    """Download ``url`` to ``dest`` (resumable, verified) and return ``dest``.
+    """Download ``url`` to ``dest`` through pooch, verified, and return ``dest``.
 
-    The data goes to ``<dest>.part`` first; an existing ``.part`` is resumed with a ``Range``
-    request (a server without range support makes it restart from zero). Connection resets,
-    timeouts, truncated bodies and 408/429/5xx answers are retried up to ``retries`` times in a
-    row (a retry that made progress resets the count), resuming each time. When the transfer is
-    complete the checksum(s) and ``size`` are verified; on mismatch the ``.part`` is deleted and
-    :class:`ChecksumError` is raised. Only a verified file is renamed (atomically) to ``dest``.
+    ``sha256`` (else ``md5``) is pooch's ``known_hash``; the other checksum and ``size`` are
+    checked too. A mismatch raises :class:`ChecksumError` and leaves nothing behind. Connection
+    errors, timeouts, truncated bodies and 408/429/5xx answers are retried up to ``retries``
+    times (from zero each time); other HTTP errors raise :class:`DownloadError` at once.
 
     If ``dest`` already exists it is verified and returned without any network access; if it
-    does not match, :class:`ChecksumError` is raised and the file is left untouched.
+    does not match, :class:`ChecksumError` is raised and the file is left untouched (pooch would
+    replace it).
     """
     dest = Path(dest)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
@@ -264,165 +268,56 @@ def download_file(
         _verify_existing(dest, expected, size)
         return dest
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = _part_path(dest)
-    bar = tqdm(
-        total=size,
-        initial=0,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=dest.name,
-        disable=not progress,
-        leave=True,
+    primary = next((a for a in ("sha256", "md5") if a in expected), None)
+    known_hash = f"{primary}:{expected[primary]}" if primary else None
+    extra = {a: v for a, v in expected.items() if a != primary}
+    inner = pooch.HTTPDownloader(
+        progressbar=progress and importlib.util.find_spec("tqdm") is not None,  # pooch's bar is tqdm
+        chunk_size=chunk_size,
+        timeout=timeout,
+        headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
     )
-    try:
-        _fetch(
-            url, part, size=size, chunk_size=chunk_size, timeout=timeout, retries=retries, bar=bar
-        )
-    finally:
-        bar.close()
-
-    got = _size_of(part)
-    cleanup = (
-        f" (downloaded from {url}; the partial file {part} was deleted, run again to re-download)"
-    )
-    try:
-        if size is not None and got != size:
-            raise ChecksumError(
-                f"size mismatch for {dest}: expected {size} bytes, got {got}{cleanup}",
-                path=dest,
-                algo="size",
-                expected=str(size),
-                actual=str(got),
-            )
-        _check(part, expected, name=dest, context=cleanup)
-    except ChecksumError:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, dest)
-    return dest
-
-
-def _fetch(
-    url: str,
-    part: Path,
-    *,
-    size: int | None,
-    chunk_size: int,
-    timeout: float,
-    retries: int,
-    bar: tqdm,
-) -> None:
-    """Bring ``part`` to the complete content of ``url`` (retrying transient failures)."""
-    failures = 0
-    best = _size_of(part)
-    while True:
-        have = _size_of(part)
-        if size is not None and have > size:
-            part.unlink()  # longer than the expected file: cannot be a prefix of it
-            have = 0
-        if size is not None and have == size and part.exists():
-            bar.reset(total=size)
-            bar.update(have)
-            return  # complete from an earlier run; the caller verifies it
+    downloader = _CheckedDownloader(inner, dest, url, size, extra)
+    for attempt in range(1, retries + 2):
         try:
-            _attempt(
-                url, part, have=have, size=size, chunk_size=chunk_size, timeout=timeout, bar=bar
-            )
-            return
-        except _Transient as exc:
-            now = _size_of(part)
-            failures = 1 if now > best else failures + 1  # progress resets the count of failures
-            best = max(best, now)
-            if failures > retries:
-                raise DownloadError(
-                    f"download of {url} failed {failures} times in a row without progress, "
-                    f"last: {exc} ({now} bytes kept in {part}; run again to resume)",
-                    url=url,
-                ) from exc.__cause__
-            time.sleep(min(RETRY_BACKOFF * 2 ** (failures - 1), _MAX_BACKOFF))
-
-
-def _attempt(
-    url: str, part: Path, *, have: int, size: int | None, chunk_size: int, timeout: float, bar: tqdm
-) -> None:
-    """One HTTP request: resume (or restart) ``part``; raise :class:`_Transient` for retryable failures."""
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        code, reason = exc.code, exc.reason
-        content_range = exc.headers.get("Content-Range") if exc.headers else None
-        exc.close()
-        if code == 416 and have:
-            _, total = _parse_content_range(content_range)
-            if have == total or (total is None and have == size):
-                return  # the partial file is already complete
-            part.unlink(missing_ok=True)
-            raise _Transient(
-                f"server rejected resuming at byte {have} (HTTP 416, total {total}); restarting from zero"
-            ) from exc
-        if code in _TRANSIENT_STATUS:
-            raise _Transient(f"HTTP {code} {reason} from {url}") from exc
-        raise DownloadError(
-            f"HTTP {code} {reason} while downloading {url}", url=url, status=code
-        ) from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, OSError):  # connection refused/reset, timeout, DNS failure
-            raise _Transient(f"cannot reach {url}: {exc.reason}") from exc
-        raise DownloadError(f"cannot download {url}: {exc.reason}", url=url) from exc
-    except (OSError, http.client.HTTPException) as exc:
-        # reset or timeout while connecting / reading the status line (RemoteDisconnected, ...)
-        raise _Transient(f"connection to {url} failed: {exc!r}") from exc
-
-    with response:
-        status = response.status
-        if status == 206:
-            start, total = _parse_content_range(response.headers.get("Content-Range"))
-            if start != have:
-                part.unlink(missing_ok=True)
-                raise _Transient(
-                    f"server answered a resume at byte {have} with Content-Range "
-                    f"{response.headers.get('Content-Range')!r}; restarting from zero"
+            with _quiet_pooch():
+                pooch.retrieve(
+                    url, known_hash, fname=dest.name, path=dest.parent, downloader=downloader
                 )
-            mode = "ab"
-        elif status == 200:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.strip().isdigit() else None
-            have, mode = 0, "wb"  # no range support (or fresh start): start from zero
-        else:
+            return dest
+        except ChecksumError:
+            raise
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            reason = exc.response.reason if exc.response is not None else ""
+            if status not in _TRANSIENT_STATUS:
+                raise DownloadError(
+                    f"HTTP {status} {reason} while downloading {url}", url=url, status=status
+                ) from None
+            last: Exception = exc
+            what = f"HTTP {status} {reason}"
+        except requests.RequestException as exc:  # refused, reset, timed out, cut mid-body
+            last, what = exc, _one_line(exc)
+        except ValueError as exc:  # pooch's known_hash mismatch (the download is already deleted)
+            assert primary is not None
+            got = re.search(r"but got ([0-9a-fA-F]+)", str(exc))
+            actual = got.group(1).lower() if got else None
+            raise ChecksumError(
+                f"{primary} checksum mismatch for {dest}: expected {expected[primary]}, got {actual} "
+                f"(downloaded from {url}; the download was deleted)",
+                path=dest,
+                algo=primary,
+                expected=expected[primary],
+                actual=actual,
+            ) from None
+        if attempt > retries:
             raise DownloadError(
-                f"unexpected HTTP {status} {response.reason} while downloading {url}",
+                f"download of {url} failed {attempt} times in a row, last: {what} "
+                "(nothing was kept; run again to retry)",
                 url=url,
-                status=status,
-            )
-        if size is not None and total is not None and total != size:
-            part.unlink(missing_ok=True)
-            raise DownloadError(
-                f"server reports {total} bytes for {url} but the expected size is {size} bytes "
-                "(has the file changed upstream?)",
-                url=url,
-                status=status,
-            )
-        bar.reset(total=total if total is not None else size)
-        bar.update(have)
-        with open(part, mode) as fh:
-            while True:
-                try:
-                    chunk = response.read(chunk_size)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _Transient(f"connection lost after {have} bytes: {exc!r}") from exc
-                if not chunk:
-                    break
-                fh.write(chunk)
-                have += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and have < total:
-        raise _Transient(f"connection closed after {have} of {total} bytes")
+            ) from last
+        time.sleep(min(RETRY_BACKOFF * 2 ** (attempt - 1), _MAX_BACKOFF))
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------------------------------

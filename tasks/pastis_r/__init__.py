@@ -121,7 +121,8 @@ class PastisRTask(SITSTask):
         try:
             if archive is None:
                 archive = root / "PASTIS-R.zip"
-                print(f"downloading {args.url} -> {archive} (54 GB for the real archive; resumable: re-run to continue)")
+                print(f"downloading {args.url} -> {archive} (54 GB for the real archive; kept only once its md5 matches; "
+                      "an interrupted transfer is retried from the start and leaves no partial file)")
                 download_file(args.url, archive, md5=args.md5, progress=not args.no_progress)
             elif not archive.is_file():
                 raise BenchmarkError(f"--from-archive {archive} does not exist")

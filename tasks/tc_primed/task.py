@@ -193,7 +193,13 @@ class TcPrimedTask:
             raise DataError(f"{path}: content_checksum is not the hash of its 'prepared' file list (edited?); {regenerate}")
         verify_files(out, prepared, regenerate=regenerate)
 
-    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[TcData, DataIdentity]:
+    def resolve_data(self, data_root: Path | None, profile: str, *, show_progress: bool | None = None) -> tuple[TcData, DataIdentity]:
+        """A prepared store under ``data_root`` if there is one, else the embedded synthetic
+        TC-PRIMED (generated and prepared on first use, with a start line, a bar per phase and an
+        end line per phase on stderr; ``show_progress`` False hides the bars, None shows them only on
+        a terminal)."""
+        from tasks.sits.synthetic import generation_progress, note
+
         base = resolve_data_root(data_root)
         self.check_split_files()
         for candidate in (base, base / "tc_primed", base / "tc_primed" / "prepared"):
@@ -202,7 +208,11 @@ class TcPrimedTask:
                 digest = hashlib.sha256(b"".join((candidate / n).read_bytes() for n in ("index.csv", "splits.json", "stats.json"))).hexdigest()
                 identity = DataIdentity(kind="real", root=str(candidate), checksum=digest)
                 return TcData(store, identity), identity
-        out = self.ensure_synthetic(base)
+        if not self._complete(self.synthetic_dir(base)):
+            note(f"tc_primed: first use: generating the embedded synthetic TC-PRIMED ({self.synthetic_size['n_storms']} storms) into "
+                 f"{self.synthetic_dir(base)} (raw netCDF overpass files, then prepare) ...")
+        with generation_progress(show_progress):
+            out = self.ensure_synthetic(base)
         manifest = json.loads((out / "MANIFEST.json").read_text())
         store = Store.open(out / "prepared")
         identity = DataIdentity(kind="synthetic", root=str(out / "prepared"), checksum=manifest["content_checksum"],
@@ -331,3 +341,14 @@ class TcPrimedTask:
         from .plot import run_plot
 
         return run_plot(self, args)
+
+    # -- CLI: download (a season/basin subset of the public bucket; tasks/tc_primed/download.py)
+    def add_download_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from .download import add_download_arguments
+
+        add_download_arguments(parser)
+
+    def download(self, args: argparse.Namespace) -> int:
+        from .download import run_download
+
+        return run_download(args)
