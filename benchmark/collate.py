@@ -1,4 +1,4 @@
-"""Batch collation for the sample formats of DESIGN.md §3 (shared by tasks and the mock tasks).
+"""Batch collation for the batch formats of ``docs/batch_formats.md`` (shared by tasks and the mock tasks).
 
 SITS samples have different numbers of dates: time is zero-padded to the longest series of the
 batch and ``<modality>_mask [B, T]`` says which dates are real. Multi-source windows have

@@ -1,4 +1,4 @@
-"""The contracts between the harness, tasks and entries (DESIGN.md §3).
+"""The contracts between the harness, tasks and entries (docs/design.md, docs/entries.md).
 
 Everything a task or an entry needs from the harness is defined here, so that
 ``tasks``, ``reference_models`` and ``baselines`` depend on this module and the

@@ -1,8 +1,18 @@
-"""Tiny in-memory tasks of each family, in the sample formats of DESIGN.md §3.
+"""Tiny in-memory tasks of each family, in the batch formats of ``docs/batch_formats.md``.
 
 ``check-entry`` runs an entry through a whole job on these in seconds (like a mock run), and the
 harness tests use them. They are learnable (the label or target is a noisy function of the
 inputs), so "does it learn at all" is checkable, but they stand for no real dataset.
+
+Their batches carry the keys of the real tasks' batches, with the same dtypes and ranks
+(``tests/test_mock_keys.py`` compares them with real smoke batches): an entry that runs here finds
+what it reads on the real tasks. Segmentation batches hold the keys every SITS task has
+(``coords`` is PASTIS-R's only, so it is left out: an entry must treat it as optional).
+Reconstruction windows carry ``t0``, ``window_h`` and ``n_available``; test windows add the
+target's de-normalisation constants (``target_mean`` / ``target_std``, which the harness keeps to
+itself) and their batches ``target_size``, as tc_primed's do; some windows lack a source, so batches
+hold absent sources (``avail`` False). Known differences: every source shares one 12 × 12 grid, and
+training windows name a ``target`` (tc_primed's say ``None``: the entry chooses what to hide).
 """
 
 from __future__ import annotations
@@ -14,8 +24,12 @@ import torch
 
 from .collate import sits_collate, window_collate
 from .contracts import BootstrapSpec, Cell, DataIdentity, MetricSpec, RunContext, TaskSpec
+from .errors import BenchmarkError
 
 MOCK_VERSION = "mock-1"
+# batch keys some real segmentation tasks add and others lack (PASTIS-R's patch centroid): the mock
+# leaves them out, so an entry that needs one fails check-entry instead of a real task
+OPTIONAL_SEGMENTATION_KEYS: tuple[str, ...] = ("coords",)
 
 
 def _identity(seed: int) -> DataIdentity:
@@ -121,15 +135,37 @@ class MockSegmentationTask:
 
 
 # --------------------------------------------------------------------------- reconstruction
+T0_EPOCH_S = 1_500_000_000.0  # the mock windows' reference times: seconds since 1970 (UTC), one hour apart
+
+
+def mock_window_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``window_collate`` plus what tc_primed's collate adds: ``t0`` float64, ``window_h`` float32
+    and ``n_available`` int64 as ``[B]`` tensors and, for evaluation windows (those with the
+    target's constants), ``target_size`` = (H, W) of ``task.target(batch)``, int64 ``[2]``."""
+    batch = window_collate(items)
+    for key, dtype in (("t0", torch.float64), ("window_h", torch.float32), ("n_available", torch.int64)):
+        if key in batch:
+            batch[key] = torch.tensor(batch[key], dtype=dtype)
+    targets = {t for t in batch["target"] if t is not None}
+    if "target_mean" in batch and targets:
+        values = [batch["sources"][t]["values"] for t in targets]
+        batch["target_size"] = torch.tensor([max(v.shape[-2] for v in values), max(v.shape[-1] for v in values)])
+    return batch
+
+
 class MockReconstructionTask:
     """Three sources seeing one smooth field with different gains; the target is one of them.
 
-    Values are normalized (zero mean, unit scale); ``denormalize`` maps them to Kelvin-like units
-    (×20 + 250). Target pixels on a NaN border are unobserved and not scored.
+    Values are normalized (zero mean, unit scale); test windows carry the target's constants
+    ``target_mean`` = 250 and ``target_std`` = 20 per channel, with which ``denormalize`` maps
+    them to Kelvin-like units, as tc_primed does with each source's training statistics. Target
+    pixels on a NaN border are unobserved and not scored. Every fourth window lacks its last
+    non-target source (absent in the batch: NaN, ``avail`` False).
     """
 
     sources = ("s0", "s1", "s2")
     channels = 2
+    target_mean, target_std = 250.0, 20.0
 
     def __init__(self, n_train: int = 24, n_test: int = 8, size: int = 12, seed: int = 0, members: int = 4):
         self.n_train, self.n_test, self.size, self.seed = n_train, n_test, size, seed
@@ -144,7 +180,7 @@ class MockReconstructionTask:
             bootstrap=BootstrapSpec(unit="storm", resamples=200, seed=0, cluster="storm", row_unit="sample-channel"),
         )
 
-    def _make(self, n: int, offset: int) -> list[dict[str, Any]]:
+    def _make(self, n: int, offset: int, evaluation: bool = False) -> list[dict[str, Any]]:
         g = torch.Generator().manual_seed(self.seed * 1000 + offset)
         s, c = self.size, self.channels
         yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
@@ -161,15 +197,24 @@ class MockReconstructionTask:
                     "landmask": torch.zeros(s, s), "characs": torch.tensor([0.37 + 0.1 * j, 0.89, 10.0 + j]), "avail": torch.tensor(True),
                 }
             target = self.sources[int(torch.randint(0, len(self.sources), (1,), generator=g))]
-            items.append({"sources": srcs, "target": target, "id": f"w{offset + i}", "storm": f"storm{(offset + i) // 3}"})
+            if (offset + i) % 4 == 3:  # a window without one source (never the target, never the first input)
+                del srcs[[k for k in self.sources if k != target][-1]]
+            item: dict[str, Any] = {"sources": srcs, "target": target, "id": f"w{offset + i}", "storm": f"storm{(offset + i) // 3}",
+                                    "t0": T0_EPOCH_S + 3600.0 * (offset + i), "window_h": 1.0, "n_available": len(srcs)}
+            if evaluation:
+                item["target_mean"] = torch.full((c,), self.target_mean)
+                item["target_std"] = torch.full((c,), self.target_std)
+            items.append(item)
         return items
 
     def resolve_data(self, data_root: Path | None, profile: str) -> tuple[dict[str, list], DataIdentity]:
         return _Splits({"train": lambda: self._make(self.n_train, 0), "val": lambda: self._make(4, 5000),
-                        "test": lambda: self._make(self.n_test, 10_000)}), _identity(self.seed)
+                        "test": lambda: self._make(self.n_test, 10_000, evaluation=True)}), _identity(self.seed)
 
     def info(self, data: Any, cell: Cell) -> dict[str, Any]:
-        return {"sources": list(self.sources), "channels": self.channels, "characs_dim": 3}
+        return {"sources": list(self.sources), "channels": self.channels, "channel_names": [f"c{k}" for k in range(self.channels)],
+                "characs_dim": 3, "characs_names": ["gain", "band", "footprint"], "max_train_sources": len(self.sources),
+                "dt_units": "hours before t0", **dict(cell.params), "data_kind": "synthetic"}
 
     def windows(self, data: dict, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         items = data[split]
@@ -178,10 +223,16 @@ class MockReconstructionTask:
             items = [{**it, "sources": {k: v for k, v in it["sources"].items() if k == it["target"] or k in self.sources[: keep - 1 + (it["target"] in self.sources[: keep - 1])]}} for it in items]
         return _ListDataset(items)
 
-    collate = staticmethod(window_collate)
+    collate = staticmethod(mock_window_collate)
 
     def target(self, batch: dict[str, Any]) -> torch.Tensor:
-        return torch.stack([batch["sources"][t]["values"][i] for i, t in enumerate(batch["target"])])
+        """[B, C, H, W] normalized target values on the ``target_size`` grid (NaN where not observed)."""
+        values = [batch["sources"][t]["values"][i] for i, t in enumerate(batch["target"])]
+        h, w = (int(x) for x in batch["target_size"]) if "target_size" in batch else values[0].shape[-2:]
+        out = torch.full((len(values), values[0].shape[0], h, w), float("nan"))
+        for i, v in enumerate(values):
+            out[i, :, : v.shape[-2], : v.shape[-1]] = v
+        return out
 
     def inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The batch an entry sees: target values hidden (NaN), everything else kept."""
@@ -193,7 +244,10 @@ class MockReconstructionTask:
         return {**batch, "sources": sources}
 
     def denormalize(self, x: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        return x * 20.0 + 250.0
+        """Normalized ``[..., B, C, H, W]`` -> Kelvin-like units with the batch's target constants."""
+        if "target_mean" not in batch:
+            raise BenchmarkError("denormalize needs an evaluation batch (with target_mean/target_std)")
+        return x * batch["target_std"].to(x.dtype)[..., None, None] + batch["target_mean"].to(x.dtype)[..., None, None]
 
     def units(self, batch: dict[str, Any]) -> list[str]:
         return list(batch["storm"])

@@ -1,4 +1,4 @@
-"""The one training loop every entry uses (DESIGN.md §3 ``RunContext``, §7, §8).
+"""The one training loop every entry uses (docs/entries.md).
 
 Why one loop: seeding, batch order, checkpoint/resume, AMP, clipping, schedules and DDP are where
 benchmark runs silently diverge, so they are written and tested once, here.

@@ -1,4 +1,4 @@
-"""asv benchmarks of the metric kernels (DESIGN.md §7).
+"""asv benchmarks of the metric kernels (``docs/design.md``, performance).
 
 Timing claims are ratios measured side by side in one process: ``time_crps_*`` and
 ``time_properscoring_crps`` share their data, and ``track_crps_speedup_vs_properscoring`` times

@@ -1,4 +1,4 @@
-"""Metric kernels working on sufficient statistics (DESIGN.md §6-7).
+"""Metric kernels working on sufficient statistics (``docs/design.md``; intervals: ``docs/statistics.md``).
 
 CRPS (torch, sort-network based, standard and fair estimators), ensemble scores, confusion
 matrices / IoU, a matrix-product bootstrap over per-unit statistics, and its two-level

@@ -31,7 +31,7 @@ South Sudan crop types (Rustowicz et al., CVPR-W 2019; re-released by SustainBen
 * **Classes** (this reader): sorghum 0, maize 1, rice 2, groundnut 3; raw 0 (unlabelled) becomes
   the ignore value 4. Labelled-pixel shares ≈ 0.68 / 0.09 / 0.07 / 0.06 (PANGAEA).
 
-What a sample holds (DESIGN.md §3): ``radar [T1, 3, H, W]`` float32 (VV, VH, VH/VV by default),
+What a sample holds (``docs/batch_formats.md``): ``radar [T1, 3, H, W]`` float32 (VV, VH, VH/VV by default),
 ``optical [T2, 3, H, W]`` float32 (R, G, B = B4, B3, B2 by default, or the 10 bands),
 ``radar_dates``/``optical_dates`` float32 days since :data:`REFERENCE_DATE` (2017-01-01), sorted
 ascending (the time axis is reordered by the dates files), ``label [H, W]`` int64 and ``id`` (the

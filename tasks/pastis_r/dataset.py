@@ -17,7 +17,7 @@ md5 ``4887513d6c2d2b07fa935d325bd53e09``, CC-BY-4.0):
   (GSSL's geo pretext) can cluster real places.
 * ``NORM_{S2,S1A,S1D}_patch.json``: {"Fold_k": {"mean": [C], "std": [C]}} per fold.
 
-Protocol (DESIGN.md §6): folds 1–3 train, 4 val, 5 test; radar = S1A by default (S1D
+Protocol (``docs/design.md``, protocol decisions): folds 1–3 train, 4 val, 5 test; radar = S1A by default (S1D
 selectable); optical = RGB (B4, B3, B2) by default (all 10 bands selectable); dates as days since
 2018-09-01; normalisation statistics from the training folds only, whatever split is read.
 
@@ -201,7 +201,7 @@ def _norm_from_file(path: Path, channels: int, folds: Sequence[int], names: Sequ
 
 
 class PastisRDataset(torch.utils.data.Dataset):
-    """PASTIS-R patches of the given folds as SITS samples (DESIGN.md §3).
+    """PASTIS-R patches of the given folds as SITS samples (``docs/batch_formats.md``).
 
     Args:
         root: the ``PASTIS-R`` folder.

@@ -10,7 +10,7 @@ across the scan, so nadir and edge values are not repeated.
 The characteristics vector (K = 8): the 4 channel frequencies, then the along/across footprints of
 the 37 GHz band and of the 89 GHz band, each min-max scaled across the 11 sources. The authors'
 code keeps only the 89 GHz footprints because of a dict overwrite; here both bands are kept
-(DESIGN.md §6: implement the intended behaviour, not the defect).
+(``docs/design.md``: the intended behaviour is implemented, not the defect).
 
 The ``synth_*`` fields only drive the embedded synthetic generator (swath widths, pixel spacing of
 the 89 GHz grid, how much coarser the 37 GHz grid is, noise, years in orbit, local overpass time);

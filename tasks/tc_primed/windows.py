@@ -12,7 +12,7 @@
   of them ("max 2" counts the target). Cells of one section select the same references, hence
   score exactly the same (sample, target) pairs.
 
-Item layout (DESIGN.md §3): ``sources[key]`` (key = source name) with ``values [4, H, W]``
+Item layout (``docs/batch_formats.md``): ``sources[key]`` (key = source name) with ``values [4, H, W]``
 normalized with the source's training statistics (NaN where missing), ``coords [2, H, W]``
 (lat, lon in degrees, lon in [-180, 180)), ``dt`` (hours before t0, ≥ 0), ``landmask [H, W]``,
 ``characs [K]``, ``avail``; plus ``target`` (key or None), ``id``, ``storm``, ``t0`` and, for
