@@ -10,6 +10,7 @@ test labels or hidden targets, and nothing it sends is more than numbers. With
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -66,11 +67,23 @@ class JobResult:
 _LOADED: dict[tuple, Any] = {}  # a process's loaded tasks and data, reused by the jobs it runs
 
 
+def resolve_data(task: Any, data_root: Path | None, profile: str, show_progress: bool | None = None) -> tuple[Any, Any]:
+    """``task.resolve_data``, passing the run's progress choice to the tasks that take it (a task's
+    first use may generate its embedded dataset; older and third-party tasks lack the keyword)."""
+    try:
+        takes = "show_progress" in inspect.signature(task.resolve_data).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return task.resolve_data(data_root, profile, show_progress=show_progress)
+    return task.resolve_data(data_root, profile)
+
+
 def task_and_data(req: JobRequest) -> tuple[Any, Any]:
     key = (req.task, str(req.data_root), req.profile)
     if key not in _LOADED:
         task = registry.load_task(req.task)
-        data, _ = task.resolve_data(req.data_root, req.profile)
+        data, _ = resolve_data(task, req.data_root, req.profile, None if req.show_progress else False)
         _LOADED[key] = (task, data)
     return _LOADED[key]
 

@@ -23,7 +23,7 @@ from . import overrides as ovr
 from . import registry
 from .contracts import JOB_TIMEOUT_S, Cell, TaskSpec, profile_hparams
 from .errors import BenchmarkError
-from .execution import JobRequest
+from .execution import JobRequest, resolve_data
 from .protocols import stage_keys
 from .results import SCHEMA_VERSION, JobKey, ResultStore, config_hash
 
@@ -252,7 +252,7 @@ def make_plan(opts: RunOptions) -> tuple[Plan, Loaded]:
     for name, resolved in entries.items():  # every bad key fails here, before any data is touched
         ovr.apply(profile_hparams(resolved.cls, opts.profile), opts.overrides.for_entry(name), name)
     device = resolve_device(opts.device)
-    data, identity = task.resolve_data(opts.data_root, opts.profile)
+    data, identity = resolve_data(task, opts.data_root, opts.profile, None if opts.show_progress else False)
     log.info("task %s: %s data at %s", spec.name, identity.kind, identity.root)
     pairs = plan_jobs(spec, list(entries), opts.cells, opts.tables)
     if not pairs:

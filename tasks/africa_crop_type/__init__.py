@@ -128,9 +128,9 @@ class AfricaCropTypeTask(SITSTask):
                 return cand
         return None
 
-    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[SITSData, Any]:
+    def resolve_data(self, data_root: Path | None, profile: str, *, show_progress: bool | None = None) -> tuple[SITSData, Any]:
         found = self.find_dataset(resolve_data_root(data_root))
-        return super().resolve_data(found if found is not None else data_root, profile)
+        return super().resolve_data(found if found is not None else data_root, profile, show_progress=show_progress)
 
     # -- python -m benchmark download africa_crop_type
     def add_download_arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -33,12 +33,13 @@ import datetime as dt
 import hashlib
 import io
 import json
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from tasks.sits.synthetic import CropClass, irregular_dates, make_scene
+from tasks.sits.synthetic import CropClass, irregular_dates, make_scene, note, progress_bar
 
 from .dataset import COUNTRY, PARTITION_CSV, dates_path, image_path, truth_path
 
@@ -113,12 +114,15 @@ def write_south_sudan(
     cloud_prob: float = 0.35,
     season: tuple[int, int] = (0, 364),
     catalog: tuple[CropClass, ...] = SOUTH_SUDAN_CROPS,
+    progress: bool | None = None,
 ) -> dict[str, str]:
     """Write the synthetic ``southsudan`` folder into ``out``; returns {relative path: sha256}.
 
     ``background`` is the share of parcels that are non-crop land (raw label 0), ``unsurveyed``
     the share of crop parcels left unlabelled, ``crop_shares`` the class shares among crop parcels.
+    ``progress``: a bar per tile on stderr (None: as ``generation_progress`` says, else on a terminal).
     """
+    start = time.perf_counter()
     out = Path(out)
     if n_tiles < 3:
         raise ValueError("need at least 3 tiles (one per partition)")
@@ -140,7 +144,7 @@ def write_south_sudan(
     rows = ["id,partition"] + [f"{i},{p}" for i, p in zip(ids.tolist(), part.tolist(), strict=True)]
     writer.write(out / PARTITION_CSV, ("\n".join(rows) + "\n").encode())
 
-    for k, tile in enumerate(ids.tolist()):
+    for k, tile in progress_bar(n_tiles, "generate south sudan", "tile", progress, enumerate(ids.tolist())):
         rng = np.random.default_rng([seed, 1, k])
         doy_o = irregular_dates(rng, season[0], season[1], *s2_dates)
         doy_r = irregular_dates(rng, season[0], season[1], *s1_dates)
@@ -166,6 +170,7 @@ def write_south_sudan(
         writer.json(dates_path(out, "s1", tile), {"dates": _iso(doy_r[::-1])})
         writer.json(dates_path(out, "s2", tile), {"dates": _iso(doy_o[::-1])})
         writer.json(dates_path(out, "planet", tile), {"dates": _iso(doy_o[pick][::-1])})
+    note(f"africa_crop_type: generated {n_tiles} South Sudan tiles ({len(writer.manifest)} files) in {time.perf_counter() - start:.1f} s")
     return dict(sorted(writer.manifest.items()))
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from tasks.sits.synthetic import crop_catalog, irregular_dates, make_scene
+from tasks.sits.synthetic import crop_catalog, irregular_dates, make_scene, note, progress_bar
 
 from .dataset import REFERENCE_DATE, VOID
 
@@ -40,8 +41,11 @@ def _save_npy(path: Path, arr: np.ndarray) -> str:
 
 
 def generate(out: Path, seed: int = 0, *, n_patches: int = 150, size: int = 32, s2_dates: tuple[int, int] = (20, 30),
-             s1_dates: tuple[int, int] = (24, 36), cloud_prob: float = 0.35, s1_dtype: str = "float16") -> dict[str, str]:
-    """Write the dataset under ``out`` and return {relative path: sha256} of every file."""
+             s1_dates: tuple[int, int] = (24, 36), cloud_prob: float = 0.35, s1_dtype: str = "float16",
+             progress: bool | None = None) -> dict[str, str]:
+    """Write the dataset under ``out`` and return {relative path: sha256} of every file.
+    ``progress``: a bar per patch on stderr (None: as ``generation_progress`` says, else on a terminal)."""
+    start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -50,7 +54,7 @@ def generate(out: Path, seed: int = 0, *, n_patches: int = 150, size: int = 32, 
     files: dict[str, str] = {}
     features = []
     per_fold: dict[str, dict[int, list[tuple[np.ndarray, np.ndarray]]]] = {"S2": {}, "S1A": {}, "S1D": {}}
-    for k in range(n_patches):
+    for k in progress_bar(n_patches, "generate pastis_r", "patch", progress, range(n_patches)):
         pid = 10_000 + k
         fold = k % FOLDS + 1
         d2 = irregular_dates(rng, 0, LAST_DAY, *s2_dates)
@@ -87,4 +91,5 @@ def generate(out: Path, seed: int = 0, *, n_patches: int = 150, size: int = 32, 
         path = out / f"NORM_{sat}_patch.json"
         path.write_text(json.dumps(norm, sort_keys=True))
         files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    note(f"pastis_r: generated {n_patches} patches ({len(files)} files) in {time.perf_counter() - start:.1f} s")
     return dict(sorted(files.items()))

@@ -16,13 +16,75 @@ in its own real on-disk layout. What makes it learnable yet not trivial:
   class-specific structure term and soil moisture, with multiplicative gamma speckle (4 looks);
   radar and optical are acquired on different, irregular dates;
 * parcels that touch the patch edge are partly labelled void (as in PASTIS).
+
+Also here, shared by every embedded dataset's generator (PASTIS-R, South Sudan, TC-PRIMED):
+progress on stderr while a first use generates one (:func:`generation_progress`,
+:func:`progress_bar`, :func:`note`). Progress never touches a random stream, so the files are
+the same bytes with or without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+# --------------------------------------------------------------------------- generation progress
+# A task's ``resolve_data(..., show_progress=...)`` is where the run's ``--no-progress`` reaches the
+# data side; the generators and ``prepare`` it calls (through ``ensure_synthetic``) take no such
+# argument, so the choice travels in a context variable for the duration of that call.
+
+
+@dataclass(frozen=True)
+class _Setting:
+    show: bool | None  # True, False, or None: bars only when stderr is a terminal
+
+
+_SETTING: ContextVar[_Setting | None] = ContextVar("embedded_data_progress", default=None)
+
+
+@contextlib.contextmanager
+def generation_progress(show: bool | None) -> Iterator[None]:
+    """Within the block, the generators' and ``prepare``'s bars follow ``show`` (``None``: only on
+    a terminal) and each phase ends with a one-line summary on stderr."""
+    token = _SETTING.set(_Setting(show))
+    try:
+        yield
+    finally:
+        _SETTING.reset(token)
+
+
+def in_generation() -> bool:
+    """Whether a :func:`generation_progress` block (a first-use generation) encloses the call."""
+    return _SETTING.get() is not None
+
+
+def progress_show(default: bool | None = None) -> bool | None:
+    """The enclosing :func:`generation_progress` choice, else ``default``."""
+    setting = _SETTING.get()
+    return default if setting is None else setting.show
+
+
+def progress_bar(total: int, desc: str, unit: str, show: bool | None = None, iterable: Any = None) -> Any:
+    """A tqdm bar on stderr counting ``unit``s (over ``iterable`` when given). ``show``: True, False,
+    or None for the enclosing :func:`generation_progress` choice (outside one: only when stderr is a
+    terminal)."""
+    from tqdm.auto import tqdm
+
+    show = progress_show() if show is None else show
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=None if show is None else not show, leave=False,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def note(message: str) -> None:
+    """One line on stderr (a phase's start or end), shown even without bars."""
+    print(message, file=sys.stderr, flush=True)
+
 
 # Spectra for the 10 Sentinel-2 bands in PASTIS order B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12.
 SOIL = np.array([0.09, 0.12, 0.15, 0.18, 0.21, 0.23, 0.25, 0.26, 0.32, 0.27])

@@ -2,7 +2,7 @@
 
 A concrete task (``tasks.pastis_r``, ``tasks.africa_crop_type``) supplies its reader, where its
 real data lives, and how to write its embedded synthetic dataset in the real layout; this class
-turns that into the harness's segmentation-task interface (DESIGN.md §3).
+turns that into the harness's segmentation-task interface (docs/batch_formats.md).
 """
 
 from __future__ import annotations
@@ -213,7 +213,12 @@ class SITSTask(ABC):
             raise DataError(f"{path}: not a readable manifest ({exc}); delete {out} to regenerate it") from None
         verify_files(out, files, regenerate=f"delete {out} to regenerate it (it is rebuilt on next use)")
 
-    def resolve_data(self, data_root: Path | None, profile: str) -> tuple[SITSData, DataIdentity]:
+    def resolve_data(self, data_root: Path | None, profile: str, *, show_progress: bool | None = None) -> tuple[SITSData, DataIdentity]:
+        """The real copy under ``data_root`` if there is one, else the embedded synthetic dataset
+        (generated on first use, with a start line, a bar and an end line on stderr; ``show_progress``
+        False hides the bar, None shows it only on a terminal)."""
+        from .synthetic import generation_progress, note
+
         base = resolve_data_root(data_root)
         for candidate in (base, base / self.dataset_dirname):
             if self.is_dataset(candidate):
@@ -221,7 +226,11 @@ class SITSTask(ABC):
                 root = candidate
                 break
         else:
-            root = self.ensure_synthetic(base)
+            out = self.synthetic_dir(base)
+            if not (out / "MANIFEST.json").is_file():
+                note(f"{self.spec.name}: first use: generating the embedded synthetic {self.spec.name} dataset into {out} ...")
+            with generation_progress(show_progress):
+                root = self.ensure_synthetic(base)
             manifest = root / "MANIFEST.json"
             identity = DataIdentity(kind="synthetic", root=str(root), checksum=file_sha256(manifest),
                                     generator_version=self.synthetic_version, seed=self.synthetic_seed)

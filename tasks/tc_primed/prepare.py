@@ -185,13 +185,18 @@ def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: in
                   splits: dict[str, list[str]] | None = None, progress: bool = True,
                   say: Callable[[str], None] = print, splits_from: str | None = None) -> dict[str, Any]:
     """Turn every ``*.nc`` under ``raw`` into the prepared store at ``out``; returns the report.
-    ``splits_from`` names the file ``splits`` came from in errors."""
+    ``splits_from`` names the file ``splits`` came from in errors. Inside a first-use generation
+    (``tasks.sits.synthetic.generation_progress``) the bar follows that block's choice and a
+    one-line summary goes to stderr; otherwise ``progress`` and ``say`` decide."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from benchmark.errors import DataError
+    from tasks.sits.synthetic import in_generation, note, progress_bar, progress_show
 
     from .land import _table
+
+    first_use = in_generation()
+    show = progress_show() if first_use else progress
 
     raw, out = Path(raw), Path(out)
     if not raw.is_dir():
@@ -210,7 +215,7 @@ def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: in
     say(f"prepare: {len(rels)} raw files, {len(records)} unchanged since the last run, {len(todo)} to read ({scheduler} scheduler)")
     if todo:
         _table()  # build the land-mask cache once, before the workers need it
-    with (out / "files.jsonl").open("a") as journal, tqdm(total=len(todo), desc="prepare tc_primed", disable=not progress, leave=False) as bar:
+    with (out / "files.jsonl").open("a") as journal, progress_bar(len(todo), "prepare tc_primed", "file", show) as bar:
         for rec in run_files(raw, todo, out, scheduler=scheduler, workers=workers):
             records[rec["raw"]] = rec
             journal.write(json.dumps(rec) + "\n")
@@ -258,6 +263,9 @@ def prepare_store(raw: Path, out: Path, *, scheduler: str = "local", workers: in
         "seconds": round(time.perf_counter() - start, 2),
     }
     _write_json(out / "report.json", report)
+    if first_use:
+        note(f"tc_primed: prepared {len(todo)} raw files in {report['seconds']:.1f} s: {report['kept']} overpasses kept "
+             f"({report['thinned']} thinned; files skipped: {report['skipped'] or 'none'}), storms {report['storms']}")
     _write_json(out / "STORE.json", {"format": STORE_FORMAT, "resample_km": RESAMPLE_KM, "array_channels": [*CHANNELS, "lat", "lon", "land"]})
     for reason, n in report["skipped"].items():
         (log.info if reason in NOT_ERRORS else log.warning)("skipped %d file(s): %s", n, REASONS.get(reason, reason))

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -93,20 +95,32 @@ def _grid(src: Source, u: float, heading: float, half_box: float, coarse: tuple[
     return east, north, along
 
 
+@lru_cache(maxsize=8)
+def _field_grid(half_box: float, grid_km: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The storm-relative grid of the true fields (the same for every overpass of a size): its
+    half-extent (km), axis, east km and north degrees per pixel, and the water-vapour bump around
+    the centre. Computed once (read-only), as each overpass computed it before."""
+    ext = half_box * 1.5 + 60
+    axis = np.arange(-ext, ext + grid_km / 2, grid_km)
+    fe, fn = np.meshgrid(axis, axis)  # rows = north, columns = east
+    out = (axis, fe, fn / KM_PER_DEG, 0.3 * np.exp(-np.hypot(fe, fn) / 250))
+    for arr in out:
+        arr.flags.writeable = False
+    return (ext, *out)
+
+
 def _observe(storm: Storm, src: Source, t: float, u: float, heading: float, rng: np.random.Generator,
              calib: np.ndarray, half_box: float, grid_km: float) -> dict[str, dict[str, np.ndarray]]:
     """Swath groups -> variables for one overpass: the sensor's view of the storm at time ``t``."""
     from scipy.ndimage import gaussian_filter, map_coordinates
 
     clat, clon, _ = storm.at(t)
-    ext = half_box * 1.5 + 60
-    axis = np.arange(-ext, ext + grid_km / 2, grid_km)
-    fe, fn = np.meshgrid(axis, axis)  # rows = north, columns = east
-    flat = np.clip(clat + fn / KM_PER_DEG, -89.9, 89.9)
+    ext, axis, fe, fn_deg, wv_core = _field_grid(half_box, grid_km)
+    flat = np.clip(clat + fn_deg, -89.9, 89.9)
     flon = (clon + fe / (KM_PER_DEG * np.cos(np.radians(flat))) + 180) % 360 - 180
     land = is_land(flat, flon).astype(np.float64)
     rain, ice = rain_ice(storm, t, axis)
-    wv = storm.params["wv"] + 0.3 * np.exp(-np.hypot(fe, fn) / 250)
+    wv = storm.params["wv"] + wv_core
     tb = true_tb(rain, ice, land, wv, src.frequencies, src.synth_incidence, storm.params["land_temp"])
     groups: dict[str, dict[str, np.ndarray]] = {}
     phase = rng.uniform(0, 1)
@@ -227,19 +241,29 @@ def _write_storm(args: tuple[Path, int, int, Storm, float, float]) -> dict[str, 
 
 
 def generate(out: Path, seed: int = 0, *, n_storms: int = DEFAULT_SIZE["n_storms"], half_box_km: float = DEFAULT_SIZE["half_box_km"],
-             grid_km: float = DEFAULT_SIZE["grid_km"], workers: int = 1) -> dict[str, str]:
-    """Write the raw synthetic overpass files under ``out/raw``; returns {relative path: sha256}."""
+             grid_km: float = DEFAULT_SIZE["grid_km"], workers: int = 1, progress: bool | None = None) -> dict[str, str]:
+    """Write the raw synthetic overpass files under ``out/raw``; returns {relative path: sha256}.
+    ``progress``: a bar per storm on stderr (None: as ``generation_progress`` says, else on a
+    terminal); a summary line on stderr at the end. Storms are written by ``workers`` processes,
+    each from its own RNG streams, so the files do not depend on ``workers``."""
+    from tasks.sits.synthetic import note, progress_bar
+
+    start = time.perf_counter()
     out = Path(out)
     storms = _storms(seed, int(n_storms))
     jobs = [(out, seed, k, s, float(half_box_km), float(grid_km)) for k, s in enumerate(storms)]
     files: dict[str, str] = {}
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing
+    with progress_bar(len(jobs), "generate tc_primed", "storm", progress) as bar:
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for part in pool.map(_write_storm, jobs):
-                files.update(part)
-    else:
-        for job in jobs:
-            files.update(_write_storm(job))
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for part in pool.map(_write_storm, jobs):
+                    files.update(part)
+                    bar.update(1)
+        else:
+            for job in jobs:
+                files.update(_write_storm(job))
+                bar.update(1)
+    note(f"tc_primed: generated {len(jobs)} storms ({len(files)} raw files) in {time.perf_counter() - start:.1f} s")
     return dict(sorted(files.items()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -48,11 +49,16 @@ class Storm:
     def hours(self) -> int:
         return len(self.lat)
 
+    @cached_property
+    def _track(self) -> tuple[np.ndarray, np.ndarray]:
+        """Hour indices and the unwrapped track longitudes (radians), computed once per storm."""
+        return np.arange(self.hours), np.unwrap(np.radians(self.lon))
+
     def at(self, t: float) -> tuple[float, float, float]:
         """Centre latitude, longitude ([-180, 180)) and intensity at time ``t`` (s), interpolated."""
         h = np.clip((t - self.t_start) / 3600.0, 0, self.hours - 1)
-        idx = np.arange(self.hours)
-        lon = np.interp(h, idx, np.unwrap(np.radians(self.lon)))
+        idx, unwrapped = self._track
+        lon = np.interp(h, idx, unwrapped)
         return float(np.interp(h, idx, self.lat)), float((np.degrees(lon) + 180) % 360 - 180), float(np.interp(h, idx, self.vmax))
 
 
@@ -108,6 +114,20 @@ def _bursts(rng: np.random.Generator, hours: int) -> np.ndarray:
                      rng.uniform(0, 2 * np.pi, n), rng.uniform(8, 22, n), rng.uniform(0.6, 1.6, n)], 1)
 
 
+@lru_cache(maxsize=8)
+def _polar(axis_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Radius, angle and the two radial envelopes of the grid ``axis × axis`` (float32): the parts
+    of :func:`rain_ice` that depend on the grid only, computed once per grid (read-only)."""
+    axis = np.frombuffer(axis_bytes, dtype=np.float32)
+    east, north = axis[None, :], axis[:, None]
+    r = np.hypot(east, north) + np.float32(1e-3)
+    theta = np.arctan2(north, east)
+    out = (r, theta, np.exp(-r / 140), np.exp(-((r / 320) ** 2)))
+    for arr in out:
+        arr.flags.writeable = False
+    return out
+
+
 def rain_ice(storm: Storm, t: float, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rain and ice fields (arbitrary units, ≥ 0) on the storm-relative grid ``axis × axis`` (km;
     rows = north, columns = east) at time ``t``."""
@@ -115,9 +135,7 @@ def rain_ice(storm: Storm, t: float, axis: np.ndarray) -> tuple[np.ndarray, np.n
     h = (t - storm.t_start) / 3600.0
     v = storm.at(t)[2]
     axis = axis.astype(np.float32)
-    east, north = axis[None, :], axis[:, None]
-    r = np.hypot(east, north) + np.float32(1e-3)
-    theta = np.arctan2(north, east)
+    r, theta, band_envelope, rain_envelope = _polar(axis.tobytes())
     r_eye = float(np.clip(10 + 40 * np.exp(-(v - 30) / 40), 10, 50))
     r_ew, w_ew = r_eye + 8, 6 + 8 * np.exp(-v / 80)
     strength = float(np.clip((v - 30) / 70, 0.15, 1.2))
@@ -130,7 +148,7 @@ def rain_ice(storm: Storm, t: float, axis: np.ndarray) -> tuple[np.ndarray, np.n
     for amp, phase in zip(p["arms"], p["arm_phase"], strict=False):
         c = phase + omega * h  # cos(phi - c) without another transcendental per pixel
         bands += amp * np.exp((cos_phi * np.float32(np.cos(c)) + sin_phi * np.float32(np.sin(c)) - 1) * p["band_sharp"])
-    bands *= np.exp(-r / 140) / (1 + np.exp(-(r - r_ew - 10) / 6)) * (0.4 + 0.6 * strength)
+    bands *= band_envelope / (1 + np.exp(-(r - r_ew - 10) / 6)) * (0.4 + 0.6 * strength)
     bursts = np.zeros_like(r)
     for born, life, rb, ang, size, amp in p["bursts"]:
         age = h - born
@@ -150,7 +168,7 @@ def rain_ice(storm: Storm, t: float, axis: np.ndarray) -> tuple[np.ndarray, np.n
     core = (ring + 0.8 * bands + bursts) * shear * texture * eye
     if v <= 65:  # weaker storms have a central dense overcast instead
         core = core + 0.5 * strength * np.exp(-((r / r_ew) ** 2)) * texture
-    rain = core * np.exp(-((r / 320) ** 2))
+    rain = core * rain_envelope
     ice = (1.1 * ring + 0.6 * bands + 1.3 * bursts) * shear * texture * eye
     return np.clip(rain, 0, None), np.clip(ice, 0, None) ** 1.2
 
@@ -159,6 +177,9 @@ def true_tb(rain: np.ndarray, ice: np.ndarray, land: np.ndarray, wv: np.ndarray,
             incidence: float, land_temp: float) -> np.ndarray:
     """[4, ...] brightness temperatures (K) for channels 37H, 37V, 89H, 89V at the given frequencies."""
     out = []
+    water = 1 - land
+    emission: dict[float, np.ndarray] = {}  # H and V of a band share the absorption (same frequency) and the scattering
+    scattering: dict[float, np.ndarray] = {}
     for c, f in enumerate(freqs):
         high = c >= 2
         pol_h = c % 2 == 0
@@ -171,8 +192,12 @@ def true_tb(rain: np.ndarray, ice: np.ndarray, land: np.ndarray, wv: np.ndarray,
             t_sat, k, scat, i0 = (268.0 if pol_h else 272.0), 1.8 * (f / 37) ** 2, 50.0, 1.5
         ocean = ocean + (0.4 if high else 1.0) * (f - f_ref) + (-1.2 if pol_h else 0.8) * (incidence - 53)
         land_tb = (278.0 if pol_h else 283.0) + land_temp
-        base = land * land_tb + (1 - land) * ocean
-        tb = base + (t_sat - base) * (1 - np.exp(-k * rain))
-        tb = tb - scat * (f / f_ref) ** 2 * (1 - np.exp(-ice / i0)) * (0.95 if pol_h else 1.0)  # scattering saturates
+        base = land * land_tb + water * ocean
+        if k not in emission:
+            emission[k] = 1 - np.exp(-k * rain)
+        if i0 not in scattering:
+            scattering[i0] = 1 - np.exp(-ice / i0)
+        tb = base + (t_sat - base) * emission[k]
+        tb = tb - scat * (f / f_ref) ** 2 * scattering[i0] * (0.95 if pol_h else 1.0)  # scattering saturates
         out.append(tb)
     return np.stack(out)
