@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import Dataset
 
+from benchmark.curves import CURVE_NAME, read_curve
 from benchmark.training import (
     CHECKPOINT_NAME,
     FitConfig,
@@ -135,6 +136,7 @@ def test_two_cpu_ranks_agree_and_resume_exactly(tmp_path: Path) -> None:
     assert r0["samples"] == STEPS * 4 * WORLD
     assert r0["main"] and not r1["main"]
     assert "diverged" in r0["diverged"] and "diverged" in r1["diverged"]
-    for sub in ("straight", "resumed"):  # rank 0 alone wrote, atomically
-        assert [p.name for p in (tmp_path / sub).iterdir()] == [CHECKPOINT_NAME]
+    for sub in ("straight", "resumed"):  # rank 0 alone wrote, atomically: its checkpoint and its curve, one line per step
+        assert sorted(p.name for p in (tmp_path / sub).iterdir()) == [CHECKPOINT_NAME, CURVE_NAME]
+        assert [r["step"] for r in read_curve(tmp_path / sub / CURVE_NAME)] == list(range(1, STEPS + 1))
         assert torch.load(tmp_path / sub / CHECKPOINT_NAME, weights_only=True)["done"] is True
