@@ -226,6 +226,11 @@ def _threads(args: argparse.Namespace) -> tuple[int, str]:
         if args.threads < 1:
             raise BenchmarkError("--threads must be at least 1")
         return args.threads, "--threads"
+    if args.executor == "slurm":  # the node's cores are not this machine's: the job gets what it asks Slurm for
+        from .executors import SlurmConfig
+
+        cpus = SlurmConfig.from_file(args.slurm_config).cpus_per_job
+        return max(1, int(cpus)), f"slurm: cpus_per_job {cpus}"
     from .environment import auto_threads
 
     return auto_threads(args.workers if args.executor == "processes" else 1)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,13 @@ def find_curves(results: Path, task: str, profile: str, entries: Sequence[str] |
                 or (seed is not None and int(rec["seed"]) != seed):
             continue
         for stage, info in (rec.get("training") or {}).items():
-            rel = info.get("curve")
-            path = Path(results) / rel if rel else None
+            rel = info.get("curve") if isinstance(info, dict) else None
+            path = Path(results) / rel if isinstance(rel, str) and rel else None
             if path is None or not path.is_file():
                 missing.append(f"{name}/{cell} seed {rec['seed']} {stage}: " + (f"{path} is missing" if path else "no curve recorded"))
+                continue
+            if not _inside(path, Path(results)):
+                missing.append(f"{name}/{cell} seed {rec['seed']} {stage}: {path} is a link or lies outside {results}; not read")
                 continue
             if path in found:
                 found[path].cells.append(cell)
@@ -60,6 +65,34 @@ def find_curves(results: Path, task: str, profile: str, entries: Sequence[str] |
                 continue
             found[path] = Curve(name, int(rec["seed"]), stage, [cell], path, rows)
     return sorted(found.values(), key=lambda c: (c.stage, c.entry, c.seed, c.cells)), missing
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """A plain file under ``root``, reached through no symbolic link (records come from entries' jobs)."""
+    root = root.resolve()
+    try:
+        rel = path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    probe = root
+    for part in rel.parts:
+        probe = probe / part
+        if probe.is_symlink():
+            return False
+    return path.resolve() == (root / rel) and not path.is_symlink()
+
+
+def _write_atomic(target: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temporary file and a rename: a link planted at ``target`` is replaced, never followed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
 
 
 def to_csv(curves: Sequence[Curve]) -> str:
@@ -104,8 +137,7 @@ def plot(curves: Sequence[Curve], out: Path, key: str = "loss", smooth: int = 1)
         ax.set_xlabel("optimizer step")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    _write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return out
 
@@ -120,7 +152,7 @@ def curves_command(results: Path, task: str, profile: str, *, entries: Sequence[
     if fmt == "csv":
         text = to_csv(curves)
         if out is not None:
-            out.write_text(text)
+            _write_atomic(out, lambda tmp: tmp.write_text(text))
             return f"wrote {out}", missing
         return text, missing
     if not any(key in row for c in curves for row in c.rows):

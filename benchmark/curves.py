@@ -8,7 +8,8 @@ this stage so far, over all ranks), ``elapsed_s`` (wall time of this ``fit`` cal
 ``samples_per_s`` (of the step) and the entry's own logs.
 
 A resumed stage cuts the lines after the checkpoint it resumes from, so the file always
-describes one run of the steps. With ``tensorboard=True`` the same scalars also go to
+describes one run of the steps, and its ``samples`` and ``elapsed_s`` go on from the last kept
+line. With ``tensorboard=True`` the same scalars also go to
 TensorBoard event files in ``tensorboard/`` beside the curve (``run --tensorboard`` asks for
 them in every stage of its jobs).
 """
@@ -39,11 +40,15 @@ class CurveLog:
         self.tensorboard = tensorboard
         self._fh: Any = None
         self._tb: Any = None
+        self._offsets: dict[str, float] = {}
 
     def start(self, resumed_from: int) -> None:
         """Open for writing, keeping only the lines up to ``resumed_from`` (0: a fresh stage)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [row for row in read_curve(self.path) if row["step"] <= resumed_from] if resumed_from and self.path.is_file() else []
+        last = kept[-1] if kept else {}
+        # fit counts samples and time per call: continue the resumed stage's totals instead of restarting them
+        self._offsets = {k: float(last.get(k) or 0.0) for k in ("samples", "elapsed_s")}
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         tmp.replace(self.path)
@@ -55,6 +60,9 @@ class CurveLog:
 
     def add(self, step: int, values: Mapping[str, float]) -> None:
         row = {"step": int(step), **{k: _finite(v) for k, v in values.items()}}
+        for key, offset in self._offsets.items():
+            if offset and row.get(key) is not None:
+                row[key] += offset
         self._fh.write(json.dumps(row) + "\n")
         if self._tb is not None:
             for key, value in row.items():
@@ -92,7 +100,7 @@ def read_curve(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                if fh.read().strip():  # not the last line: the file is damaged, not torn
+                if any(rest.strip() for rest in fh):  # not the last line: the file is damaged, not torn
                     raise ValueError(f"{path}: line {n} is not JSON") from None
                 break
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):

@@ -6,14 +6,17 @@ is read with the standard library. What OmegaConf does not do is know an entry's
 checks against the entry's profile live here: an override may only change a key the profile
 declares, and must keep its type (an int stays an int, a float accepts an int, a list a list).
 
-Layers, lowest first: the entry's profile, the cell's own overrides, the config file, ``--set``.
-A config file holds hyper-parameters at its top level (for every entry of the run) and, under
-``entries: {NAME: {...}}``, for one entry only; ``--set`` applies to every entry of the run.
+Layers, lowest first: the entry's profile, the cell's own overrides, the config file's top level,
+its ``entries: {NAME: {...}}`` table for one entry, then ``--set``. Keys for every entry (top level,
+``--set``) change the entries that declare them and leave the others alone (each run says which);
+a key no entry of the run declares is an error, as is a key an ``entries:`` table gives an entry
+that does not declare it. Non-finite numbers are refused.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,20 +29,32 @@ ENTRY_SECTION = "entries"
 
 @dataclass(frozen=True)
 class Overrides:
-    """What the user asked to change: for every entry, per entry, and where it came from."""
+    """What the user asked to change, layer by layer, and where it came from."""
 
-    common: dict[str, Any] = field(default_factory=dict)
-    per_entry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    common: dict[str, Any] = field(default_factory=dict)  # the config file's top level: every entry
+    per_entry: dict[str, dict[str, Any]] = field(default_factory=dict)  # the config file's ``entries:``
+    sets: dict[str, Any] = field(default_factory=dict)  # --set, applied last
     sources: tuple[str, ...] = ()  # e.g. ("config lr.yaml", "--set lr=3e-4")
 
     def __bool__(self) -> bool:
-        return bool(self.common or self.per_entry)
+        return bool(self.common or self.per_entry or self.sets)
 
-    def for_entry(self, name: str) -> dict[str, Any]:
-        return _merge(self.common, self.per_entry.get(name, {}))
+    def for_entry(self, name: str, declared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The changes for entry ``name``: config top level, its ``entries:`` table, then ``--set``.
+        With ``declared`` (the entry's hyper-parameters), keys for *every* entry (top level and
+        ``--set``) that the entry does not declare are left out: a run of several entries changes
+        each where it can (:func:`check_keys` makes sure every key reaches at least one)."""
+        common, sets = self.common, self.sets
+        if declared is not None:
+            common, sets = _declared(common, declared), _declared(sets, declared)
+        return _merge(_merge(common, self.per_entry.get(name, {})), sets)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"common": self.common, "per_entry": self.per_entry, "sources": list(self.sources)}
+        return {"common": self.common, "per_entry": self.per_entry, "sets": self.sets, "sources": list(self.sources)}
+
+
+def _declared(changes: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in changes.items() if k in declared}
 
 
 def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,13 +135,16 @@ def load_overrides(sets: Sequence[str] = (), config: Path | None = None) -> Over
             raise BenchmarkError(f"config file {config}: '{ENTRY_SECTION}' must map entry names to hyper-parameter tables")
         common, per_entry = data, {str(k): dict(v) for k, v in section.items()}
         sources.append(f"config {config}")
+    parsed: dict[str, Any] = {}
     if sets:
-        common = _merge(common, parse_sets(sets))
+        parsed = parse_sets(sets)
         sources.extend(f"--set {s}" for s in sets)
-    return Overrides(common, per_entry, tuple(sources))
+    return Overrides(common, per_entry, parsed, tuple(sources))
 
 
 def _coerce(path: str, old: Any, new: Any, entry: str) -> Any:
+    if isinstance(new, float) and not math.isfinite(new):
+        raise BenchmarkError(f"entry {entry!r}: {path} must be a finite number, got {new!r}")
     if old is None or new is None:
         return new
     if isinstance(old, bool) or isinstance(new, bool):
@@ -169,3 +187,23 @@ def check_entries(overrides: Overrides, entries: Sequence[str]) -> None:
     if unknown:
         raise BenchmarkError(f"the config's '{ENTRY_SECTION}' names {', '.join(unknown)}, not among this run's entries "
                              f"({', '.join(entries)})")
+
+
+def check_keys(overrides: Overrides, declared: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every key meant for all entries (config top level, ``--set``) must be declared by at least
+    one entry of the run; an entry-specific key by that entry (``apply`` checks those). Returns a
+    line per entry left unchanged by a key, for the user to see."""
+    notes = []
+    for key in sorted(set(overrides.common) | set(overrides.sets)):
+        have = [name for name, hp in declared.items() if key in hp]
+        if not have:
+            names = sorted(declared)
+            if len(names) == 1:
+                valid = ", ".join(sorted(declared[names[0]])) or "none"
+                raise BenchmarkError(f"entry {names[0]!r} has no hyper-parameter {key!r}; valid keys: {valid}")
+            raise BenchmarkError(f"no entry of this run has a hyper-parameter {key!r} (entries: {', '.join(names)}); "
+                                 "`python -m benchmark list` and each entry's profiles show the valid keys")
+        if len(have) < len(declared):
+            notes.append(f"{key!r} changes {', '.join(have)}; left alone (not a key of theirs): "
+                         f"{', '.join(sorted(set(declared) - set(have)))}")
+    return notes

@@ -249,8 +249,11 @@ def make_plan(opts: RunOptions) -> tuple[Plan, Loaded]:
         raise BenchmarkError(f"no entries of family {spec.family!r} are registered; give --entry module:Class or file.py:Class")
     entries = resolve_entries(names, spec.family, opts.profile)
     ovr.check_entries(opts.overrides, list(entries))
-    for name, resolved in entries.items():  # every bad key fails here, before any data is touched
-        ovr.apply(profile_hparams(resolved.cls, opts.profile), opts.overrides.for_entry(name), name)
+    declared = {name: profile_hparams(resolved.cls, opts.profile) for name, resolved in entries.items()}
+    for line in ovr.check_keys(opts.overrides, declared):  # every bad key fails here, before any data is touched
+        log.warning("overrides: %s", line)
+    for name, hp in declared.items():
+        ovr.apply(hp, opts.overrides.for_entry(name, hp), name)
     device = resolve_device(opts.device)
     data, identity = resolve_data(task, opts.data_root, opts.profile, None if opts.show_progress else False)
     log.info("task %s: %s data at %s", spec.name, identity.kind, identity.root)
@@ -285,7 +288,7 @@ class _JobContext:
         profile, cls = self.opts.profile, entry.cls
         key = JobKey(spec.name, profile, entry.name, cell.name, seed)
         hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
-        changes = self.opts.overrides.for_entry(entry.name)
+        changes = self.opts.overrides.for_entry(entry.name, hparams)
         hparams = ovr.apply(hparams, changes, entry.name)
         recipe = task_recipe(self.task, profile)
         cfg_hash = config_hash(job_config(spec, cell, cls, profile, seed, hparams, self.identity, recipe))

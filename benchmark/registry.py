@@ -28,7 +28,25 @@ ENTRY_GROUP = "benchmark.entries"
 
 @cache
 def _group(group: str) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=group)}
+    """Name -> entry point. When two distributions register one name, the suite's own wins and the
+    other is reported: a plugin must not replace a suite entry (or task) under its name."""
+    out: dict[str, EntryPoint] = {}
+    own = own_distribution()
+    for ep in entry_points(group=group):
+        have = out.get(ep.name)
+        if have is None:
+            out[ep.name] = ep
+            continue
+        keep, drop = (have, ep) if _dist_name(have) == own else (ep, have) if _dist_name(ep) == own else (have, ep)
+        out[ep.name] = keep
+        log.warning("%s %r is registered twice: using %s, ignoring %s (give the plugin's entry point another name)",
+                    group, ep.name, _ep_source(keep), _ep_source(drop))
+    return out
+
+
+def _dist_name(ep: EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else None
 
 
 def task_names() -> list[str]:
@@ -169,10 +187,15 @@ class ResolvedEntry:
 
 
 def _distribution(entry: ResolvedEntry) -> tuple[str, str] | None:
-    """The distribution an entry's code comes from: its entry point's, else its module's package."""
+    """The distribution an entry's code comes from: its entry point's; for a ``module:Class`` spec,
+    the package of the module the spec names (not the class's ``__module__``, which a class can
+    set to anything); a ``file.py:Class`` spec belongs to no distribution."""
     if entry.registered:
         return distribution_of(entry.name)
-    top = (getattr(entry.cls, "__module__", "") or "").split(".")[0]
+    target = entry.spec.rpartition(":")[0]
+    if not target or target.endswith(".py"):
+        return None
+    top = target.split(".")[0]
     try:
         dists = importlib.metadata.packages_distributions().get(top) or []
         return (dists[0], importlib.metadata.version(dists[0])) if dists else None

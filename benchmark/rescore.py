@@ -19,8 +19,10 @@ from typing import Any
 from . import registry
 from .contracts import profile_hparams
 from .errors import BenchmarkError
+from .overrides import apply as apply_overrides
 from .results import ResultStore, atomic_write_json, config_hash, git_revision, now_iso
 from .runner import job_config, task_recipe
+from .schema import RecordError, validate
 from .scoring import check_defined, score_job
 
 log = logging.getLogger("benchmark")
@@ -70,6 +72,12 @@ def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | N
             skipped.append(f"{path}: {exc}")
             continue
         hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
+        changed = ((rec.get("overrides") or {}).get("values") or {}) if isinstance(rec.get("overrides"), dict) else {}
+        try:  # a job run with --set / --config is the profile plus what it changed
+            hparams = apply_overrides(hparams, changed, name)
+        except BenchmarkError as exc:
+            skipped.append(f"{path}: its overrides no longer apply ({exc}); re-run it instead")
+            continue
         cfg = job_config(spec, cell, cls, profile, int(rec["seed"]), hparams, identity_dict, recipe)
         why = _mismatch(rec, cfg)
         if why:
@@ -82,6 +90,11 @@ def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | N
         new_hash = config_hash(cfg)
         rescored = {"at": now_iso(), "git_sha": git_revision(), "from_config_hash": rec["config_hash"]}
         rec.update(metrics=metrics, config_hash=new_hash, rescored=rescored)
+        try:
+            validate(rec)
+        except RecordError as exc:
+            skipped.append(f"{path}: the rescored record {exc}; left unchanged")
+            continue
         atomic_write_json(path, rec)
         done += 1
         log.info("rescored %s", path)

@@ -74,15 +74,39 @@ def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, st
     except BaseException as exc:  # noqa: BLE001 - a bad prediction (or, in process, anything the entry does) ends the job only
         return record_failure(job, Outcome(False, error=describe(exc), traceback=traceback.format_exc(), seconds=time.perf_counter() - start), record)
     out = result.output
+    env = job_environment(job.request.device, result.environment)
     throughput = {**out.throughput, "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
-                  "parameters": result.parameters, "device": job.request.device, "device_name": result.environment.get("device_name")}
-    record.update(status="ok", environment=result.environment, metrics=out.metrics, throughput=throughput, timings=out.timings,
+                  "parameters": result.parameters, "device": job.request.device, "device_name": env.get("device_name")}
+    record.update(status="ok", environment=env, metrics=out.metrics, throughput=throughput, timings=out.timings,
                   training=_training(job, out.extra.get("fit_log") or {}), extra=out.extra, wall_time_s=result.seconds, finished=now_iso())
     try:
         where, note = ResultStore(job.results_dir).write(job.key, record, out.unit_stats)
     except (BenchmarkError, OSError) as exc:  # e.g. a folder where the record goes: this job only
         return JobSummary(job.key, "failed", ResultStore(job.results_dir).record_path(job.key), f"not recorded: {exc}", result.seconds)
     return JobSummary(job.key, "ok", where, note, result.seconds)
+
+
+# What only the job's process can know (its accelerator, threads and load); the rest of the
+# environment (commit, versions, host, CPU) is the harness's own, so an entry cannot forge it.
+_JOB_FACTS = {"device_name": str, "cuda": str, "cudnn": int, "torch_threads": int, "load_avg_1m": float, "gpus": list}
+
+
+def job_environment(device: str, reported: dict[str, Any]) -> dict[str, Any]:
+    """The record's environment: the harness's facts, plus the job process's device facts, type-checked."""
+    env = environment(device, probe_device=False)
+    for key, kind in _JOB_FACTS.items():
+        value = reported.get(key)
+        if kind is list:
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                env[key] = [v[:200] for v in value[:64]]
+        elif kind is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                env[key] = float(value)
+        elif isinstance(value, kind) and not isinstance(value, bool):
+            env[key] = value[:200] if isinstance(value, str) else value
+        elif value is None and key in ("cuda", "cudnn"):
+            env[key] = None
+    return env
 
 
 def _training(job: PlannedJob, fit_log: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -186,4 +186,11 @@ def read_record(path: Path) -> dict[str, Any]:
     if "schema" not in obj:
         raise RecordError("has no 'schema' key: not a job record")
     validate(obj)
-    return migrate(obj)
+    if obj.get("schema") == SCHEMA_VERSION:
+        return obj
+    try:
+        migrated = migrate(obj)
+    except Exception as exc:  # noqa: BLE001 - any malformed old field: this file is skipped, the folder still reads
+        raise RecordError(f"is a schema-{obj.get('schema')} record that cannot be migrated ({type(exc).__name__}: {exc})") from None
+    validate(migrated)
+    return migrated

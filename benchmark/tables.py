@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -135,17 +136,54 @@ def _provenance_notes(records: list[Mapping[str, Any]]) -> list[str]:
             "host": lambda e: e.get("hostname"), "torch threads": lambda e: e.get("torch_threads"), "device": lambda e: e.get("device")}
     notes = []
     for dim, get in dims.items():
-        values = [(r, get(r.get("environment") or {})) for r in records]
-        counts: dict[Any, int] = {}
+        values = [(r, _key(get(r.get("environment") or {}))) for r in records]
+        counts: dict[str, int] = {}
         for _, v in values:
             counts[v] = counts.get(v, 0) + 1
         if len(counts) < 2:
             continue
         common = max(counts, key=lambda v: counts[v])
-        odd = [f"{r['entry']['name']}/{r['cell']['name']} seed {r['seed']} ({v if v is not None else '?'})" for r, v in values if v != common]
-        shown = "; ".join(odd[:6]) + (f"; +{len(odd) - 6} more" if len(odd) > 6 else "")
-        notes.append(f"MIXED PROVENANCE ({dim}): {counts[common]} of {len(values)} records have {common if common is not None else '?'}; "
-                     f"the others: {shown}.")
+        odd = [f"{_job(r)} ({v})" for r, v in values if v != common]
+        notes.append(f"MIXED PROVENANCE ({dim}): {counts[common]} of {len(values)} records have {common}; the others: {_some(odd)}.")
+    return notes + _hparam_notes(records)
+
+
+def _key(value: Any) -> str:
+    """A printable, hashable form of any JSON value (records come from entries' processes too)."""
+    if value is None:
+        return "?"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _job(r: Mapping[str, Any]) -> str:
+    return f"{r['entry']['name']}/{r['cell']['name']} seed {r['seed']}"
+
+
+def _some(items: list[str], n: int = 6) -> str:
+    return "; ".join(items[:n]) + (f"; +{len(items) - n} more" if len(items) > n else "")
+
+
+def _hparam_notes(records: list[Mapping[str, Any]]) -> list[str]:
+    """Seeds of one table cell trained with different hyper-parameters are averaged as one job, so
+    say so; and name every job whose hyper-parameters were changed by --set / --config."""
+    notes = []
+    by_job: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        by_job.setdefault((r["entry"]["name"], r["cell"]["name"]), []).append(r)
+    for (entry, cell), recs in sorted(by_job.items()):
+        sources = sorted({_key((r.get("entry_source") or {}).get("source")) for r in recs})
+        if len(sources) > 1:
+            notes.append(f"MIXED ENTRY CODE: {entry}/{cell} averages seeds made by different code under one name: {_some(sources, 3)}.")
+        variants = {_key(r.get("hparams")) for r in recs}
+        if len(variants) > 1:
+            keys = sorted({k for r in recs for k in (r.get("hparams") or {})
+                           if len({_key((x.get("hparams") or {}).get(k)) for x in recs}) > 1})
+            notes.append(f"MIXED HYPER-PARAMETERS: {entry}/{cell} averages seeds {sorted(int(r['seed']) for r in recs)} trained with "
+                         f"different values of {', '.join(keys)}; re-run them with one setting.")
+    changed = [f"{_job(r)}: " + ", ".join(f"{k}={_key(v)}" for k, v in sorted(((r.get('overrides') or {}).get('values') or {}).items()))
+               for r in records if isinstance(r.get("overrides"), dict) and (r["overrides"].get("values") or None)]
+    if changed:
+        notes.append(f"OVERRIDDEN HYPER-PARAMETERS (--set / --config, not the entries' profiles): {_some(changed)}.")
     return notes
 
 
@@ -163,9 +201,10 @@ def render_all(task: Any, results_dir: Path, profile: str, formats: Iterable[str
         raise BenchmarkError(f"no results for task {spec.name!r} at profile {profile!r} under {results_dir}; run `python -m benchmark run --task {spec.name} --profile {profile}` first")
     wanted = set(include or ())
     left_out: list[str] = []
-    if any(not _third_party(r) for r in records):  # the suite's tables: plugins join them only when asked
-        left_out = sorted({r["entry"]["name"] for r in records if _third_party(r) and "*" not in wanted and r["entry"]["name"] not in wanted})
-        records = [r for r in records if r["entry"]["name"] not in left_out]
+    if any(not _third_party(r) for r in records):  # the suite's tables: plugins join them only when asked (record by record)
+        hidden = [r for r in records if _third_party(r) and "*" not in wanted and r["entry"]["name"] not in wanted]
+        left_out = sorted({r["entry"]["name"] for r in hidden})
+        records = [r for r in records if not any(r is h for h in hidden)]
     groups = group_jobs(records, seed)
     if seed is not None and not groups:
         present = sorted({int(r["seed"]) for r in records})
@@ -423,7 +462,7 @@ def _throughput(doc: _Doc) -> tuple[list[str], list[list[str]]]:
             _num(statistics.median(pretrain)) if pretrain else "–",
             _num(statistics.median(train)) if train else "–",
             _num(statistics.median(infer)) if infer else "–",
-            _num(max(t["peak_memory_mb"] for t in tps), 0) + f" ({tps[0]['peak_memory_kind']})",
+            _peak(tps),
             f"{max(params):,}" if params else "–",
             f"{statistics.median(flops) / 1e9:.3g} G" if flops else "–",
             tps[0].get("device_name") or tps[0].get("device", "?"),
@@ -436,6 +475,13 @@ def _throughput(doc: _Doc) -> tuple[list[str], list[list[str]]]:
 # --------------------------------------------------------------------------- formats
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
           "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "−": "-", "≥": r"$\geq$", "×": r"$\times$"}
+
+
+def _peak(tps: list[Mapping[str, Any]]) -> str:
+    """The largest peak memory of an entry's jobs, with what was measured (every kind seen)."""
+    peaks = [t["peak_memory_mb"] for t in tps if isinstance(t.get("peak_memory_mb"), int | float)]
+    kinds = sorted({str(t.get("peak_memory_kind", "?")) for t in tps})
+    return (_num(max(peaks), 0) if peaks else "–") + f" ({', '.join(kinds)})"
 
 
 def _latex_escape(text: str) -> str:

@@ -246,3 +246,125 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -
     assert auto_threads(2)[0] == 2
     monkeypatch.setattr(environment, "load_average", lambda: 12.0)
     assert auto_threads(1)[0] == 1
+
+
+# --------------------------------------------------------------------------- found by review
+def test_set_applies_last_even_over_a_config_entry_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 0.001\nentries:\n  pixel_linear:\n    lr: 0.1\n")
+    assert load_overrides(["lr=0.5"], cfg).for_entry("pixel_linear") == {"lr": 0.5}
+    assert load_overrides((), cfg).for_entry("pixel_linear") == {"lr": 0.1}
+
+
+def test_a_key_for_every_entry_changes_those_that_declare_it() -> None:
+    from benchmark.overrides import check_keys
+
+    declared = {"a": {"lr": 0.1, "steps": 3}, "b": {"trees": 10}}
+    ovr = load_overrides(["lr=0.2"])
+    assert check_keys(ovr, declared) == ["'lr' changes a; left alone (not a key of theirs): b"]
+    assert ovr.for_entry("a", declared["a"]) == {"lr": 0.2} and ovr.for_entry("b", declared["b"]) == {}
+    with pytest.raises(BenchmarkError, match="no entry of this run has a hyper-parameter 'lrr'"):
+        check_keys(load_overrides(["lrr=1"]), declared)
+    with pytest.raises(BenchmarkError, match="must be a finite number"):
+        apply({"lr": 0.1}, parse_sets(["lr=.nan"]), "a")
+
+
+def test_tables_say_when_seeds_differ_in_hyper_parameters_or_were_overridden(tmp_path: Path) -> None:
+    common = {"profile": "smoke", "results_dir": tmp_path, "cells": ["radar-100"], "show_progress": False, "device": "cpu"}
+    runner.run(SEG, [LINEAR], seeds=[0], overrides=load_overrides(["steps=3", "lr=0.01"]), **common)
+    runner.run(SEG, [LINEAR], seeds=[1], overrides=load_overrides(["steps=3"]), **common)
+    text = tables.render(registry.load_task(SEG), tmp_path, "smoke")
+    assert "MIXED HYPER-PARAMETERS: pixel_linear/radar-100 averages seeds [0, 1] trained with different values of lr" in text
+    assert "OVERRIDDEN HYPER-PARAMETERS" in text and "pixel_linear/radar-100 seed 0: lr=0.01, steps=3" in text
+
+
+def test_the_job_process_cannot_forge_the_harness_facts_or_break_the_tables() -> None:
+    from benchmark.environment import git_revision
+    from benchmark.runner import job_environment
+    from benchmark.tables import _provenance_notes
+
+    env = job_environment("cpu", {"git_sha": "0000000", "hostname": ["x"], "versions": {}, "torch_threads": 3, "gpus": ["A", 7]})
+    assert env["git_sha"] == git_revision() and env["hostname"] != ["x"] and env["torch_threads"] == 3 and env["gpus"] == []
+    recs = [{"entry": {"name": "e"}, "cell": {"name": "c"}, "seed": s, "environment": {"hostname": h}} for s, h in ((0, ["x"]), (1, {"a": 1}))]
+    assert any("MIXED PROVENANCE (host)" in n for n in _provenance_notes(recs))  # unhashable values from old records: no crash
+
+
+def test_a_malformed_old_record_is_skipped_not_fatal(tmp_path: Path) -> None:
+    folder = tmp_path / "t" / "mini" / "e"
+    folder.mkdir(parents=True)
+    rec = {"schema": 1, "status": "ok", "task": {"name": "t", "version": "1", "family": "segmentation"}, "cell": {"name": "c"},
+           "entry": {"name": "e", "version": "1", "family": "segmentation"}, "profile": "mini", "seed": 0, "config_hash": "abc",
+           "data": {"kind": "synthetic"}, "metrics": {"miou": {"estimate": 0.5}}, "unit_stats_file": "c-seed0.npz",
+           "extra": {"fit_log": {"pretrain": {"steps": None}}}}
+    (folder / "c-seed0.json").write_text(json.dumps(rec))
+    store = ResultStore(tmp_path)
+    assert list(store.records("t")) == [] and "cannot be migrated" in store.skipped[0]
+
+
+def test_a_file_entry_cannot_pass_for_a_suite_entry(tmp_path: Path) -> None:
+    sneaky = tmp_path / "sneaky.py"
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    sneaky.write_text(f"import sys\nsys.path.insert(0, {examples!r})\nfrom minimal_entry import PixelLinear\n\n"
+                      "class Sneaky(PixelLinear):\n    __module__ = 'baselines.sneaky'\n")
+    prov = registry.resolve_entry(f"{sneaky}:Sneaky").provenance()
+    assert prov["third_party"] is True and prov["distribution"] is None
+
+
+def test_a_plugin_registering_a_suite_name_does_not_replace_it(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from importlib.metadata import EntryPoint
+
+    real = list(registry.entry_points(group=registry.ENTRY_GROUP))
+    shadow = EntryPoint("unet3d_scratch", "goodplug:Shadow", registry.ENTRY_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [shadow, *real] if group == registry.ENTRY_GROUP else [])
+    registry._group.cache_clear()
+    try:
+        assert registry._group(registry.ENTRY_GROUP)["unet3d_scratch"].value == "reference_models.s4:UNet3DScratch"
+        assert any("'unet3d_scratch' is registered twice" in r.getMessage() and "ignoring entry point unet3d_scratch = goodplug:Shadow"
+                   in r.getMessage() for r in caplog.records)
+    finally:
+        registry._group.cache_clear()
+
+
+def test_curves_are_never_read_or_written_through_links(tmp_path: Path) -> None:
+    from benchmark.curve_plot import curves_command
+
+    [summary] = runner.run(SEG, [LINEAR], profile="smoke", results_dir=tmp_path, cells=["radar-100"], seeds=[0], show_progress=False,
+                           device="cpu", overrides=load_overrides(["steps=4"]))
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    target = outside / "planted.png"
+    link = tmp_path / "mock_segmentation" / "smoke" / "curves-loss.png"
+    link.symlink_to(target)  # dangling link planted where the PNG goes
+    curves_command(tmp_path, "mock_segmentation", "smoke", entries=None, cells=None, seed=None, fmt="png", out=None, key="loss", smooth=1)
+    assert not target.exists() and link.is_file() and not link.is_symlink()
+    rec = read_record(summary.path)
+    curve = tmp_path / next(iter(rec["training"].values()))["curve"]
+    secret = outside / "secret.jsonl"
+    secret.write_text('{"step": 1, "loss": 42}\n')
+    curve.unlink()
+    curve.symlink_to(secret)
+    with pytest.raises(BenchmarkError, match="is a link or lies outside"):
+        curves_command(tmp_path, "mock_segmentation", "smoke", entries=None, cells=None, seed=None, fmt="csv", out=None, key="loss", smooth=1)
+
+
+def test_a_resumed_curve_continues_its_sample_and_time_totals(tmp_path: Path) -> None:
+    path = tmp_path / "curve.jsonl"
+    log = CurveLog(path)
+    log.start(0)
+    for step in (1, 2, 3):
+        log.add(step, {"loss": 1.0, "samples": 4.0 * step, "elapsed_s": float(step)})
+    log.close()
+    log = CurveLog(path)
+    log.start(2)
+    log.add(3, {"loss": 1.0, "samples": 4.0, "elapsed_s": 0.5})  # fit counts from 0 again after a resume
+    log.close()
+    assert [(r["samples"], r["elapsed_s"]) for r in read_curve(path)] == [(4.0, 1.0), (8.0, 2.0), (12.0, 2.5)]
+
+
+def test_auto_threads_uses_every_core_of_a_confined_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark import environment
+
+    monkeypatch.setattr(environment, "usable_cores", lambda: 4)
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(environment, "load_average", lambda: 60.0)
+    assert auto_threads(1) == (4, "auto: 4 of 64 cores (confined), 1 job(s) at once")

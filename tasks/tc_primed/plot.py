@@ -50,9 +50,12 @@ def job_context(task: Any, data: Any, identity: Any, cell: Any, cls: type, profi
                 results: Path, show_progress: bool) -> RunContext:
     """The context ``benchmark.runner`` gives a job (same checkpoint folder, so trained weights are reused)."""
     spec = task.spec
-    hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
-    folder = work_key(spec, cls, hparams, dataclasses.asdict(identity), task_recipe(task, profile))
     key = JobKey(spec.name, profile, cls.metadata.name, cell.name, seed)
+    hparams = {**profile_hparams(cls, profile), **dict(cell.params.get("hparams", {}))}
+    run = ResultStore(results).current(key)
+    if run is not None and isinstance(run.get("hparams"), dict):
+        hparams = dict(run["hparams"])  # the run's own settings, --set / --config included
+    folder = work_key(spec, cls, hparams, dataclasses.asdict(identity), task_recipe(task, profile))
     return RunContext(device=torch.device(device), seed=seed, profile=profile, hparams=hparams,
                       checkpoint_dir=ResultStore(results).work_dir(key) / folder, cell=dict(cell.params),
                       task_info=dict(task.info(data, cell)), collate=task.collate, show_progress=show_progress)
