@@ -295,10 +295,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BenchmarkError as exc:
         rendered, table_error = None, str(exc)
     if rendered is not None:
-        out.write_text(rendered["markdown"])
-        (folder / "TABLES.csv").write_text(rendered["csv"])
+        from .results import write_text_atomic
+
+        # through a temporary file and a rename: a link planted where a table goes is replaced, never followed
+        write_text_atomic(out, rendered["markdown"])
+        write_text_atomic(folder / "TABLES.csv", rendered["csv"])
         if task.spec.comparisons:
-            (folder / "COMPARISONS.csv").write_text(rendered["comparisons-csv"])
+            write_text_atomic(folder / "COMPARISONS.csv", rendered["comparisons-csv"])
         print(rendered["markdown"])
     where = f"tables in {out}" if rendered is not None else "tables NOT rendered"
     print(f"jobs: {counts['ok']} ok, {counts['skipped']} skipped (resume), {counts['failed']} failed; records under {folder}; {where}")

@@ -368,3 +368,15 @@ def test_auto_threads_uses_every_core_of_a_confined_job(monkeypatch: pytest.Monk
     monkeypatch.setattr(environment.os, "cpu_count", lambda: 64)
     monkeypatch.setattr(environment, "load_average", lambda: 60.0)
     assert auto_threads(1) == (4, "auto: 4 of 64 cores (confined), 1 job(s) at once")
+
+
+def test_run_replaces_a_link_planted_where_its_tables_go(tmp_path: Path) -> None:
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    outside.mkdir()
+    folder = tmp_path / "mock_segmentation" / "smoke"
+    folder.mkdir(parents=True)
+    (folder / "TABLES.md").symlink_to(outside / "TABLES.md")
+    code = cli.main(["run", "--task", SEG, "--entry", LINEAR, "--profile", "smoke", "--results", str(tmp_path), "--cell", "radar-100",
+                     "--seed", "0", "--no-progress", "--set", "steps=2"])
+    assert code == 0 and not (outside / "TABLES.md").exists()
+    assert not (folder / "TABLES.md").is_symlink() and "pixel_linear" in (folder / "TABLES.md").read_text()
