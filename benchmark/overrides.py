@@ -201,8 +201,9 @@ def check_keys(overrides: Overrides, declared: Mapping[str, Mapping[str, Any]]) 
             if len(names) == 1:
                 valid = ", ".join(sorted(declared[names[0]])) or "none"
                 raise BenchmarkError(f"entry {names[0]!r} has no hyper-parameter {key!r}; valid keys: {valid}")
-            raise BenchmarkError(f"no entry of this run has a hyper-parameter {key!r} (entries: {', '.join(names)}); "
-                                 "`python -m benchmark list` and each entry's profiles show the valid keys")
+            union = ", ".join(sorted({k for hp in declared.values() for k in hp}))
+            raise BenchmarkError(f"no entry of this run ({', '.join(names)}) has a hyper-parameter {key!r}; "
+                                 f"the keys they declare: {union}")
         if len(have) < len(declared):
             notes.append(f"{key!r} changes {', '.join(have)}; left alone (not a key of theirs): "
                          f"{', '.join(sorted(set(declared) - set(have)))}")

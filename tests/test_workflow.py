@@ -263,7 +263,7 @@ def test_a_key_for_every_entry_changes_those_that_declare_it() -> None:
     ovr = load_overrides(["lr=0.2"])
     assert check_keys(ovr, declared) == ["'lr' changes a; left alone (not a key of theirs): b"]
     assert ovr.for_entry("a", declared["a"]) == {"lr": 0.2} and ovr.for_entry("b", declared["b"]) == {}
-    with pytest.raises(BenchmarkError, match="no entry of this run has a hyper-parameter 'lrr'"):
+    with pytest.raises(BenchmarkError, match=r"no entry of this run \(a, b\) has a hyper-parameter 'lrr'; the keys they declare: lr, steps, trees"):
         check_keys(load_overrides(["lrr=1"]), declared)
     with pytest.raises(BenchmarkError, match="must be a finite number"):
         apply({"lr": 0.1}, parse_sets(["lr=.nan"]), "a")
