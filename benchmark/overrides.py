@@ -36,9 +36,6 @@ class Overrides:
     sets: dict[str, Any] = field(default_factory=dict)  # --set, applied last
     sources: tuple[str, ...] = ()  # e.g. ("config lr.yaml", "--set lr=3e-4")
 
-    def __bool__(self) -> bool:
-        return bool(self.common or self.per_entry or self.sets)
-
     def for_entry(self, name: str, declared: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The changes for entry ``name``: config top level, its ``entries:`` table, then ``--set``.
         With ``declared`` (the entry's hyper-parameters), keys for *every* entry (top level and
@@ -48,9 +45,6 @@ class Overrides:
         if declared is not None:
             common, sets = _declared(common, declared), _declared(sets, declared)
         return _merge(_merge(common, self.per_entry.get(name, {})), sets)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"common": self.common, "per_entry": self.per_entry, "sets": self.sets, "sources": list(self.sources)}
 
 
 def _declared(changes: Mapping[str, Any], declared: Mapping[str, Any]) -> dict[str, Any]:

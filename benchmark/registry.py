@@ -127,12 +127,18 @@ def check_entry_class(cls: Any, name: str) -> None:
 
 
 @cache
+def _packages() -> dict[str, list[str]]:
+    """Top-level package -> distributions (one scan of the installed metadata per process)."""
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:  # noqa: BLE001 - metadata of a broken environment: no package has a known distribution
+        return {}
+
+
+@cache
 def own_distribution() -> str | None:
     """The distribution this harness is installed from (its entry points are the suite's own)."""
-    try:
-        return (importlib.metadata.packages_distributions().get(__package__ or "benchmark") or [None])[0]
-    except Exception:  # noqa: BLE001 - metadata of a broken environment: treat every entry as the suite's
-        return None
+    return (_packages().get(__package__ or "benchmark") or [None])[0]
 
 
 def distribution_of(name: str) -> tuple[str, str] | None:
@@ -197,7 +203,7 @@ def _distribution(entry: ResolvedEntry) -> tuple[str, str] | None:
         return None
     top = target.split(".")[0]
     try:
-        dists = importlib.metadata.packages_distributions().get(top) or []
+        dists = _packages().get(top) or []
         return (dists[0], importlib.metadata.version(dists[0])) if dists else None
     except Exception:  # noqa: BLE001 - a file entry or broken metadata has no distribution
         return None
