@@ -13,8 +13,9 @@ judged changed (otherwise that logit is masked); until the first judgement none 
 
 Adaptation to SITS (the original windows are years apart): the two windows are the first and the
 second half of each series' valid dates (early vs. late season). The queue is shared by both
-windows (CaCo splits it by window parity). Both modalities share the trunk (modality stems); the
-distances, mixtures and queues are per modality. Fine-tuning is the SeCo one.
+windows (CaCo splits it by window parity), so it counts two keys per location when its size follows
+the stage's budget (``baselines.ssl_common.BUDGET_RULE``). Both modalities share the trunk
+(modality stems); the distances, mixtures and queues are per modality. Fine-tuning is the SeCo one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from .ssl_common import (
     gather_frames,
     info_nce,
     location_ids,
+    moco_hparams,
+    paired_similarity,
     sample_dates,
+    similarity,
     steps_per_epoch,
     valid_rank,
 )
@@ -87,7 +91,7 @@ def caco_negatives(z_q: torch.Tensor, z_pos: torch.Tensor, changed: torch.Tensor
     same_window = (idx[:, None] % 2) == (idx[None, :] % 2)
     counterpart = idx[None, :] == (idx[:, None] ^ 1)
     masked = same_window | (counterpart & ~changed.bool()[:, None])
-    return (z_q @ z_pos.T).masked_fill(masked, float("-inf"))
+    return similarity(z_q, z_pos).masked_fill(masked, float("-inf"))  # float32, autocast off
 
 
 class CaCoPretrainer(MoCoSubspaces):
@@ -111,8 +115,8 @@ class CaCoPretrainer(MoCoSubspaces):
     @torch.no_grad()
     def track(self, m: int, entries: torch.Tensor, q: torch.Tensor, k1: torch.Tensor, modality: str) -> None:
         head = self.heads_k[1]
-        lq = F.normalize(head(self.encoder_k.embed(q, modality)), dim=1)
-        lk = F.normalize(head(self.encoder_k.embed(k1, modality)), dim=1)
+        lq = F.normalize(head(self.encoder_k.embed(q, modality)).float(), dim=1)
+        lk = F.normalize(head(self.encoder_k.embed(k1, modality)).float(), dim=1)
         partner = torch.arange(len(lq), device=lq.device) ^ 1
         short = (lq - lk).norm(dim=1)
         long = (lq - lq[partner]).norm(dim=1)
@@ -133,7 +137,7 @@ class CaCoPretrainer(MoCoSubspaces):
         ids = location_ids(batch["id"], dev).repeat_interleave(2)
         loc = torch.tensor([self.index_of[str(i)] for i in batch["id"]], device=dev)
         entries = (2 * loc[:, None] + torch.arange(2, device=dev)).flatten()  # (location, window) interleaved
-        losses, logs = [], {}
+        losses, logs = [], self.schedule_logs()
         for m, modality in enumerate(MODALITIES):
             if modality not in batch:
                 continue
@@ -152,12 +156,12 @@ class CaCoPretrainer(MoCoSubspaces):
     def loss(self, q: torch.Tensor, keys: list[torch.Tensor], ids: torch.Tensor, changed: torch.Tensor, modality: str) -> torch.Tensor:
         v_q = self.encoder_q.embed(q, modality)
         z_k = self.project_keys(keys, modality)
-        total = v_q.new_zeros(())
+        total = v_q.new_zeros((), dtype=torch.float32)
         for i, head in enumerate(self.heads_q):
-            z_q = F.normalize(head(v_q), dim=1)
-            pos = (z_q * z_k[i][i]).sum(1)
+            z_q = F.normalize(head(v_q).float(), dim=1)
+            pos = paired_similarity(z_q, z_k[i][i])
             neg = [self.queues[modality][i].negative_logits(z_q, ids), caco_negatives(z_q, z_k[i][i], changed)]
-            neg += [z_q @ z_k[i][j].T for j in range(len(keys)) if j != i and i > 0]
+            neg += [similarity(z_q, z_k[i][j]) for j in range(len(keys)) if j != i and i > 0]
             total = total + info_nce(pos, neg, self.tau)
             self.queues[modality][i].push(z_k[i][i], ids)
         return total
@@ -173,4 +177,6 @@ class CaCo(ContrastiveBaseline):
 
     def build_pretrainer(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> nn.Module:
         ids = dataset_ids(unlabeled)
-        return CaCoPretrainer(self.net, ctx.hparams, ids, steps_per_epoch(ctx.hparams, "pretrain", len(unlabeled)), ctx.seed)
+        # every location gives one sample (and pushes one key) per time window: 2 keys per sample
+        hp = moco_hparams(ctx.hparams, len(unlabeled), keys_per_sample=2)
+        return CaCoPretrainer(self.net, hp, ids, steps_per_epoch(ctx.hparams, "pretrain", len(unlabeled)), ctx.seed)

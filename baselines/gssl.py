@@ -17,7 +17,8 @@ reduce the pretext to predicting an arbitrary group of tiles. The choice is logg
 the module (``geo_source``).
 
 Both modalities share the trunk (modality stems), the geo classifier and the class table; each
-has its own queue. Fine-tuning is the SeCo/CaCo one (``baselines.seco.ContrastiveBaseline``).
+has its own queue. Momentum and queue size follow the stage's budget
+(``baselines.ssl_common.BUDGET_RULE``); the similarity logits are float32 even under autocast. Fine-tuning is the SeCo/CaCo one (``baselines.seco.ContrastiveBaseline``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .ssl_common import (
     gather_frames,
     info_nce,
     location_ids,
+    moco_hparams,
+    paired_similarity,
     sample_dates,
 )
 
@@ -103,7 +106,7 @@ class GSSLPretrainer(MoCoSubspaces):
         self.update_key_encoder()
         ids = location_ids(batch["id"], self.device)
         target = torch.tensor([self.class_of.get(str(i), 0) for i in batch["id"]], device=self.device)
-        losses, logs = [], {}
+        losses, logs = [], self.schedule_logs()
         for modality in MODALITIES:
             if modality not in batch:
                 continue
@@ -111,10 +114,11 @@ class GSSLPretrainer(MoCoSubspaces):
             t0, t1 = gather_frames(x, sample_dates(mask, 2, replace=False)).unbind(1)  # two different dates
             q_img, k_img = full_augment(t0, self.hp), full_augment(t1, self.hp)
             p_q = self.heads_q[0](self.encoder_q.embed(q_img, modality))
-            z_q = F.normalize(p_q, dim=1)
+            z_q = F.normalize(p_q.float(), dim=1)
             z_k = self.project_keys([k_img], modality)[0][0]
             queue = self.queues[modality][0]
-            contrast = info_nce((z_q * z_k).sum(1), [queue.negative_logits(z_q, ids)], self.tau)
+            # float32 similarities (autocast off): at tau = 0.02 a bf16 logit is off by up to ~0.2
+            contrast = info_nce(paired_similarity(z_q, z_k), [queue.negative_logits(z_q, ids)], self.tau)
             queue.push(z_k, ids)
             geo = F.cross_entropy(self.geo_head(p_q).float(), target)
             losses.append(contrast + self.geo_weight * geo)
@@ -137,4 +141,4 @@ class GSSL(ContrastiveBaseline):
             _WARNED.add(source)
             log.warning("gssl: the samples carry no 'coords'; geo classes are K-means clusters of the %s "
                         "(not geography on real data)", source)
-        return GSSLPretrainer(self.net, ctx.hparams, classes, source)
+        return GSSLPretrainer(self.net, moco_hparams(ctx.hparams, len(unlabeled)), classes, source)

@@ -36,15 +36,16 @@ CITATION = ("Shenoy et al., S4 (2024) §5.3 'Self-Supervised Multi-Modal Fusion'
             "Multi-modal temporal attention models for crop mapping from satellite time series, ISPRS J. 2022")
 
 # Profiles are data: reconstruction U-Net base width (S4's 3D U-Net widths), early-fusion network
-# widths (the contrastive baselines' backbone); fine-tuning budget = S4's.
+# widths (the contrastive baselines' backbone); pre-training and fine-tuning budgets = S4's (100 / 50
+# epochs at batch 4); warm-up 5 % of each stage (ssl_common.BUDGET_RULE).
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"rec_base": 2, "widths": [4, 8], "blocks": 1, "stem_stride": 1, "lstm_hidden": 8,
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"rec_base": 2, "widths": [16, 32, 64], "blocks": 1, "stem_stride": 1, "lstm_hidden": 48,
              "pretrain_steps": 120, "finetune_epochs": 8, "finetune_min_steps": 50, "batch_size": 4, "lr": 3e-3,
-             "warmup_steps": 10, "weight_decay": 1e-4, "eval_batch_size": 8},
+             "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"rec_base": 16, "widths": [64, 128, 256, 512], "blocks": 2, "stem_stride": 1, "lstm_hidden": 128,
-              "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 500,
+              "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05,
               "weight_decay": 1e-4, "eval_batch_size": 4},
 }
 

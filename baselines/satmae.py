@@ -29,6 +29,8 @@ No class token (nothing here uses it).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -36,32 +38,56 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.contracts import EntryMetadata, RunContext
+from benchmark.training import FitConfig, distributed_info
 
 from .ssl_common import MODALITIES, SegmentationBaseline, gather_frames, sample_dates
 from .temporal_backbone import ConvLSTM, UpsampleDecoder
 
 CITATION = "Cong et al., SatMAE: Pre-training Transformers for Temporal and Multi-Spectral Satellite Imagery, NeurIPS 2022"
+log = logging.getLogger(__name__)
+LR_REFERENCE_BATCH = 256  # lr = blr × effective batch / 256 (MAE / SatMAE)
 DAYS_PER_YEAR = 365.25
 DAYS_PER_MONTH = DAYS_PER_YEAR / 12
 
 # Profiles are data. Paper = SatMAE's ViT-L (patch 16, encoder 1024 × 24, decoder 512 × 8, 384/192
-# temporal dims; blr 1.5e-4 at an effective batch of 1024 → lr 6e-4, i.e. 128 per process on 8 GPUs
-# under torchrun); fine-tuning budget = S4's.
+# temporal dims); fine-tuning budget = S4's. Learning rate: SatMAE's (MAE's) scaling rule
+# lr = blr × effective batch / 256 with blr = 1.5e-4, applied at run time to the batch this run
+# really has (``scaled_lr``): effective batch = per-rank batch × world size × accumulation. At paper
+# the per-rank batch stays 128, so one GPU trains at effective batch 128 → lr 7.5e-5, and 8 GPUs
+# under torchrun at 1024 → lr 6e-4 (SatMAE's setting). Budget: 100 epochs at batch 128 → ceil(1,460
+# / 128) × 100 = 1,200 steps on PASTIS-R, ceil(554 / 128) × 100 = 500 on South Sudan; warm-up 5 %
+# of each stage (60 / 25 steps; was a fixed 500, i.e. no decay at all on South Sudan).
+# mini / smoke: blr chosen so that their lr is what it was (mini 1.5e-3 = 0.096 × 4 / 256, smoke
+# 2e-3 = 0.256 × 2 / 256).
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"patch": 4, "dim": 16, "depth": 1, "heads": 2, "mlp_ratio": 2.0, "time_dim": 6, "dec_dim": 8, "dec_depth": 1,
               "dec_heads": 2, "dec_time_dim": 4, "frames": 3, "mask_ratio": 0.75, "lstm_hidden": 8, "dec_width": 8,
-              "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
+              "pretrain_steps": 3, "pretrain_blr": 0.256, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3,
+              "eval_batch_size": 4},
     "mini": {"patch": 4, "dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 2.0, "time_dim": 24, "dec_dim": 32, "dec_depth": 1,
              "dec_heads": 4, "dec_time_dim": 12, "frames": 3, "mask_ratio": 0.75, "lstm_hidden": 32, "dec_width": 16,
-             "pretrain_steps": 120, "pretrain_lr": 1.5e-3, "pretrain_weight_decay": 0.05, "finetune_epochs": 8,
-             "finetune_min_steps": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 10, "weight_decay": 1e-4,
+             "pretrain_steps": 120, "pretrain_blr": 0.096, "pretrain_weight_decay": 0.05, "finetune_epochs": 8,
+             "finetune_min_steps": 50, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05, "weight_decay": 1e-4,
              "eval_batch_size": 8},
     "paper": {"patch": 16, "dim": 1024, "depth": 24, "heads": 16, "mlp_ratio": 4.0, "time_dim": 384, "dec_dim": 512,
               "dec_depth": 8, "dec_heads": 16, "dec_time_dim": 192, "frames": 3, "mask_ratio": 0.75, "lstm_hidden": 128,
-              "dec_width": 64, "pretrain_epochs": 100, "pretrain_batch_size": 128, "pretrain_lr": 6e-4,
-              "pretrain_weight_decay": 0.05, "pretrain_warmup_steps": 500, "finetune_epochs": 50, "batch_size": 4,
-              "lr": 1e-4, "warmup_steps": 500, "weight_decay": 0.05, "eval_batch_size": 4},
+              "dec_width": 64, "pretrain_epochs": 100, "pretrain_batch_size": 128, "pretrain_blr": 1.5e-4,
+              "pretrain_weight_decay": 0.05, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-4,
+              "warmup_fraction": 0.05, "weight_decay": 0.05, "eval_batch_size": 4},
 }
+
+
+def effective_batch(hp: dict[str, Any]) -> int:
+    """Samples per optimizer step over all ranks: per-rank pre-training batch × world size ×
+    gradient accumulation (``pretrain_accumulate`` / ``accumulate``, default 1)."""
+    per_rank = FitConfig.from_hparams({"steps": 0, **hp}, "pretrain").batch_size
+    accumulate = int(hp.get("pretrain_accumulate", hp.get("accumulate", 1)))
+    return per_rank * distributed_info()[1] * accumulate
+
+
+def scaled_lr(hp: dict[str, Any]) -> float:
+    """SatMAE's pre-training lr: ``pretrain_blr × effective_batch(hp) / 256``."""
+    return float(hp["pretrain_blr"]) * effective_batch(hp) / LR_REFERENCE_BATCH
 
 
 def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
@@ -242,6 +268,16 @@ class SatMAE(SegmentationBaseline):
 
     def build_network(self, hp: dict[str, Any]) -> nn.Module:
         return TemporalMAE(self.channels, hp)
+
+    def pretrain_context(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> RunContext:
+        """``pretrain_lr`` from ``pretrain_blr`` and the effective batch of this run (a profile
+        without ``pretrain_blr`` keeps its ``pretrain_lr`` / ``lr`` as given)."""
+        if "pretrain_blr" not in ctx.hparams:
+            return ctx
+        lr = scaled_lr(ctx.hparams)
+        log.info("satmae: pre-training lr %.3g = blr %g x effective batch %d / %d", lr, ctx.hparams["pretrain_blr"],
+                 effective_batch(ctx.hparams), LR_REFERENCE_BATCH)
+        return dataclasses.replace(ctx, hparams={**ctx.hparams, "pretrain_lr": lr})
 
     def build_pretrainer(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> nn.Module:
         return SatMAEPretrainer(self.net, ctx.hparams)

@@ -39,15 +39,25 @@ from .ssl_common import (
     location_ids,
     make_momentum_copy,
     mlp_head,
+    moco_hparams,
     momentum_update,
+    paired_similarity,
     sample_dates,
+    similarity,
 )
 from .temporal_backbone import DateEncoder, TemporalSegmenter
 
 CITATION = "Mañas et al., Seasonal Contrast: Unsupervised Pre-Training from Uncurated Remote Sensing Data, ICCV 2021"
 
 # Profiles are data. Fine-tuning budget = S4's (reference_models/s4/entry.py). Paper widths =
-# ResNet-18; pre-training optimiser/lr/momentum/queue = SeCo's defaults.
+# ResNet-18; pre-training optimiser/lr = SeCo's defaults; momentum/queue_size = SeCo's defaults as
+# caps, lowered at run time to the stage's budget (ssl_common.BUDGET_RULE / moco_schedule).
+# Pre-training budget at paper: 100 epochs (as S4) at batch 64, not SeCo's 256 (made for 1M
+# images): ceil(1,460 / 64) = 23 and ceil(554 / 64) = 9 steps per epoch give 2,300 steps on
+# PASTIS-R and 900 on South Sudan (batch 256: 600 / 300), so the MoCo schedule has room: momentum
+# 1 - 20 / steps = 0.9913 / 0.9778, queue = the whole pool (1,460 / 554 keys, full after 23 / 9 steps;
+# CaCo: 2,920 / 1,108, two windows per location). SeCo / MoCo-v2's SGD lr 0.03 is for batch 256;
+# by the linear scaling rule (Goyal et al. 2017, which MoCo follows) batch 64 takes 0.0075.
 _COMMON: dict[str, dict[str, Any]] = {
     "smoke": {"widths": [4, 8], "blocks": 1, "stem_stride": 1, "lstm_hidden": 8, "emb_dim": 16, "mlp_dim": 16,
               "queue_size": 16, "momentum": 0.99, "tau": 0.07, "crop_scale": [0.2, 1.0], "blur_sigma": [0.1, 2.0],
@@ -55,12 +65,12 @@ _COMMON: dict[str, dict[str, Any]] = {
     "mini": {"widths": [16, 32, 64], "blocks": 1, "stem_stride": 1, "lstm_hidden": 48, "emb_dim": 64, "mlp_dim": 64,
              "queue_size": 64, "momentum": 0.99, "tau": 0.07, "crop_scale": [0.2, 1.0], "blur_sigma": [0.1, 2.0],
              "pretrain_steps": 120, "pretrain_lr": 1e-3, "finetune_epochs": 8, "finetune_min_steps": 50,
-             "batch_size": 4, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 1e-4, "eval_batch_size": 8},
+             "batch_size": 4, "lr": 3e-3, "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"widths": [64, 128, 256, 512], "blocks": 2, "stem_stride": 1, "lstm_hidden": 128, "emb_dim": 128,
               "mlp_dim": 512, "queue_size": 16384, "momentum": 0.999, "tau": 0.07, "crop_scale": [0.2, 1.0],
-              "blur_sigma": [0.1, 2.0], "pretrain_epochs": 100, "pretrain_batch_size": 256, "pretrain_optimizer": "sgd",
-              "pretrain_lr": 0.03, "pretrain_weight_decay": 1e-4, "pretrain_warmup_steps": 0, "finetune_epochs": 50,
-              "batch_size": 4, "lr": 1e-3, "warmup_steps": 500, "weight_decay": 1e-4, "eval_batch_size": 4},
+              "blur_sigma": [0.1, 2.0], "pretrain_epochs": 100, "pretrain_batch_size": 64, "pretrain_optimizer": "sgd",
+              "pretrain_lr": 0.0075, "pretrain_weight_decay": 1e-4, "pretrain_warmup_fraction": 0.0, "finetune_epochs": 50,
+              "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 4},
 }
 
 
@@ -77,7 +87,12 @@ def build_encoder(channels: dict[str, int], hp: dict[str, Any]) -> DateEncoder:
 
 
 class MoCoSubspaces(nn.Module):
-    """Query/key encoders, ``n`` projection heads and one queue per (modality, sub-space)."""
+    """Query/key encoders, ``n`` projection heads and one queue per (modality, sub-space).
+
+    ``hp["momentum"]`` and ``hp["queue_size"]`` are used as given; the entries pass them through
+    ``ssl_common.moco_hparams`` first (the stage's budget). The values used are kept as
+    ``momentum`` / ``queue_size`` and logged with every step.
+    """
 
     def __init__(self, encoder: DateEncoder, hp: dict[str, Any], n_spaces: int, modalities: tuple[str, ...] = MODALITIES):
         super().__init__()
@@ -86,9 +101,14 @@ class MoCoSubspaces(nn.Module):
         self.heads_q = nn.ModuleList([mlp_head(dim, mlp, emb) for _ in range(n_spaces)])
         self.encoder_k = make_momentum_copy(encoder)
         self.heads_k = make_momentum_copy(self.heads_q)
-        self.queues = nn.ModuleDict({m: nn.ModuleList([KeyQueue(int(hp["queue_size"]), emb) for _ in range(n_spaces)])
+        self.queue_size = int(hp["queue_size"])
+        self.queues = nn.ModuleDict({m: nn.ModuleList([KeyQueue(self.queue_size, emb) for _ in range(n_spaces)])
                                      for m in modalities})
         self.momentum, self.tau, self.hp = float(hp["momentum"]), float(hp["tau"]), hp
+
+    def schedule_logs(self) -> dict[str, float]:
+        """The MoCo schedule in use, for the step logs (curve columns)."""
+        return {"momentum": self.momentum, "queue_size": float(self.queue_size)}
 
     @property
     def device(self) -> torch.device:
@@ -102,7 +122,7 @@ class MoCoSubspaces(nn.Module):
         """``z[i][j]``: key image ``j`` in sub-space ``i`` (normalised, no gradient)."""
         with torch.no_grad():
             v = [self.encoder_k.embed(img, modality) for img in images]
-            return [[F.normalize(head(vj), dim=1) for vj in v] for head in self.heads_k]
+            return [[F.normalize(head(vj).float(), dim=1) for vj in v] for head in self.heads_k]
 
 
 class SeCoPretrainer(MoCoSubspaces):
@@ -118,7 +138,7 @@ class SeCoPretrainer(MoCoSubspaces):
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         self.update_key_encoder()
         ids = location_ids(batch["id"], self.device)
-        losses, logs = [], {}
+        losses, logs = [], self.schedule_logs()
         for modality in MODALITIES:
             if modality not in batch:
                 continue
@@ -130,16 +150,19 @@ class SeCoPretrainer(MoCoSubspaces):
 
 
 def seco_loss(model: MoCoSubspaces, q: torch.Tensor, keys: list[torch.Tensor], ids: torch.Tensor, modality: str) -> torch.Tensor:
-    """Sum over sub-spaces of InfoNCE(query, positive key ``i``; queue ``i`` + other keys if ``i > 0``)."""
+    """Sum over sub-spaces of InfoNCE(query, positive key ``i``; queue ``i`` + other keys if ``i > 0``).
+
+    Embeddings are normalised and compared in float32 (``similarity``), also under bf16 autocast.
+    """
     v_q = model.encoder_q.embed(q, modality)
     z_k = model.project_keys(keys, modality)
-    total = v_q.new_zeros(())
+    total = v_q.new_zeros((), dtype=torch.float32)
     for i, head in enumerate(model.heads_q):
-        z_q = F.normalize(head(v_q), dim=1)
-        pos = (z_q * z_k[i][i]).sum(1)
+        z_q = F.normalize(head(v_q).float(), dim=1)
+        pos = paired_similarity(z_q, z_k[i][i])
         neg = [model.queues[modality][i].negative_logits(z_q, ids)]
         if i > 0:  # sub-space 0 is invariant to everything; the others must tell the other changes apart
-            neg += [z_q @ z_k[i][j].T for j in range(len(keys)) if j != i]
+            neg += [similarity(z_q, z_k[i][j]) for j in range(len(keys)) if j != i]
         total = total + info_nce(pos, neg, model.tau)
         model.queues[modality][i].push(z_k[i][i], ids)
     return total
@@ -165,4 +188,4 @@ class SeCo(ContrastiveBaseline):
     profiles: ClassVar[dict[str, dict[str, Any]]] = PROFILES
 
     def build_pretrainer(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> nn.Module:
-        return SeCoPretrainer(self.net, ctx.hparams)
+        return SeCoPretrainer(self.net, moco_hparams(ctx.hparams, len(unlabeled)))

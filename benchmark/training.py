@@ -64,7 +64,7 @@ _FORMAT = 1
 # Fields that change how a run executes but not what it computes: they may differ on resume.
 _RUNTIME_FIELDS = frozenset({"num_workers", "checkpoint_every", "ddp_find_unused_parameters"})
 _INT_FIELDS = ("steps", "batch_size", "warmup_steps", "num_workers", "checkpoint_every")
-_FLOAT_FIELDS = ("lr", "weight_decay", "min_lr_ratio")
+_FLOAT_FIELDS = ("lr", "weight_decay", "warmup_fraction", "min_lr_ratio")
 SCHEDULES = ("cosine", "constant")
 
 LossOutput = Tensor | tuple[Tensor, Mapping[str, Any]]
@@ -85,6 +85,7 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    warmup_fraction: float = 0.0  # warm-up as a share of ``steps`` (exclusive with ``warmup_steps``)
     schedule: str = "cosine"
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
@@ -115,6 +116,7 @@ class FitConfig:
             "lr": self.lr >= 0,
             "weight_decay": self.weight_decay >= 0,
             "warmup_steps": self.warmup_steps >= 0,
+            "warmup_fraction": 0.0 <= self.warmup_fraction <= 1.0,
             "min_lr_ratio": 0.0 <= self.min_lr_ratio <= 1.0,
             "num_workers": self.num_workers >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
@@ -123,13 +125,30 @@ class FitConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid FitConfig: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        if self.warmup_steps and self.warmup_fraction:
+            raise ValueError(
+                f"FitConfig: give either warmup_steps ({self.warmup_steps}) or warmup_fraction "
+                f"({self.warmup_fraction}), not both: set the other to 0 (for one stage: "
+                "<stage>_warmup_steps: 0 or <stage>_warmup_fraction: 0)"
+            )
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps in effect: ``warmup_steps`` if set, else ``floor(warmup_fraction · steps)``."""
+        if self.warmup_steps:
+            return self.warmup_steps
+        return math.floor(self.warmup_fraction * self.steps + 1e-9)  # 0.05 · 700 is 35, not 34.999...
 
     @classmethod
     def from_hparams(cls, hp: Mapping[str, Any], prefix: str = "") -> FitConfig:
         """Pick this config's keys from a profile dict; ``<prefix>_<key>`` beats plain ``<key>``.
 
         ``prefix`` may be given as ``"pretrain"`` or ``"pretrain_"``; unknown keys are ignored
-        because the same dict also holds the model's hyper-parameters.
+        because the same dict also holds the model's hyper-parameters. Each field is picked on its
+        own, so ``pretrain_warmup_fraction`` and a plain ``warmup_fraction`` can live side by side;
+        ``warmup_steps`` and ``warmup_fraction`` conflict only when both picked values are non-zero
+        (e.g. ``pretrain_warmup_steps: 0`` with a plain ``warmup_fraction`` is fine and gives the
+        fraction).
         """
         if prefix and not prefix.endswith("_"):
             prefix += "_"
@@ -279,14 +298,16 @@ def default_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimi
 def lr_factor(step: int, config: FitConfig) -> float:
     """Multiplier of ``config.lr`` used by the optimizer step with 0-based index ``step``.
 
-    Linear warm-up reaches the full rate at step ``warmup_steps - 1``; cosine then decays towards
-    ``min_lr_ratio`` over the remaining steps (the last step is just above the floor, not wasted).
+    Linear warm-up reaches the full rate at step ``warmup - 1`` (``config.warmup``: ``warmup_steps``,
+    or ``warmup_fraction`` of ``steps``); cosine then decays towards ``min_lr_ratio`` over the
+    remaining steps (the last step is just above the floor, not wasted).
     """
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
+    warmup = config.warmup
+    if step < warmup:
+        return (step + 1) / warmup
     if config.schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    progress = min(1.0, (step - warmup) / max(1, config.steps - warmup))
     return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -410,9 +431,13 @@ def _load_checkpoint(path: Path, config: FitConfig, run: Mapping[str, Any]) -> d
     if not isinstance(ckpt, dict) or not needed <= ckpt.keys() or ckpt["format"] != _FORMAT:
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"checkpoint {path} is not a benchmark.training checkpoint (format {_FORMAT}); found {have}")
+    # A config field added after the checkpoint was written (e.g. warmup_fraction) counts as its
+    # default there: such a run computed what the default computes now.
+    defaults = {f.name: f.default for f in dataclasses.fields(FitConfig) if f.default is not dataclasses.MISSING}
+    saved_config = {**defaults, **ckpt["config"]} if isinstance(ckpt["config"], dict) else ckpt["config"]
     diffs = [
         f"{k}: checkpoint {saved.get(k, '<missing>')!r} != now {v!r}"
-        for saved, now in ((ckpt["config"], dataclasses.asdict(config)), (ckpt["run"], run))
+        for saved, now in ((saved_config, dataclasses.asdict(config)), (ckpt["run"], run))
         for k, v in now.items()
         if k not in _RUNTIME_FIELDS and saved.get(k, "<missing>") != v
     ]

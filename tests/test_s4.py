@@ -11,7 +11,13 @@ import torch
 
 from benchmark import runner
 from benchmark.check_entry import check_entry
-from reference_models.s4.losses import masked_l1, space_time_infonce
+from reference_models.s4.losses import (
+    ViewGeometry,
+    gather_rows,
+    masked_l1,
+    paired_infonce,
+    sample_pairs,
+)
 from reference_models.s4.unet3d import Segmenter, UNet3D, masked_time_mean
 
 VARIANTS = ["s4", "s4_contrastive", "s4_reconstruction", "s4_single_modal", "unet3d_scratch"]
@@ -37,9 +43,11 @@ def test_masked_time_mean_ignores_padding() -> None:
 def test_infonce_prefers_aligned_features() -> None:
     torch.manual_seed(0)
     z = torch.randn(2, 8, 3, 4, 4)
-    mask = torch.ones(2, 3, dtype=torch.bool)
-    aligned = space_time_infonce(z, z + 0.01 * torch.randn_like(z), mask, 64)
-    shuffled = space_time_infonce(z, torch.randn_like(z), mask, 64)
+    g = ViewGeometry.identity(2, 16, 16)
+    pairs = sample_pairs(g, g, torch.ones(2, 3, dtype=torch.bool), 64)
+    a = gather_rows(z, pairs.index_a)
+    aligned = paired_infonce(a, gather_rows(z + 0.01 * torch.randn_like(z), pairs.index_b), pairs, 0.5, radius=0, time_radius=0)
+    shuffled = paired_infonce(a, torch.randn_like(a), pairs, 0.5, radius=0, time_radius=0)
     assert aligned < shuffled
     assert shuffled == pytest.approx(torch.log(torch.tensor(64.0)).item(), rel=0.25)  # chance level ~ log N
 

@@ -29,18 +29,19 @@ from .flow import MotifDeterministic, MotifFlowMatching
 CITATION = ("Dauvilliers & Monteleoni, A self-supervised multi-source framework and architecture for generative "
             "cross-sensor harmonization; MoTiF: Environmental Data Science 4:e36 (2025)")
 
-_TRAIN_PAPER = {"epochs": 150, "warmup_epochs": 2, "batch_size": 16, "lr": 3e-4, "weight_decay": 0.05,
+# the paper's 2 warm-up epochs of 150, as the fraction of the steps FitConfig warms up over
+_TRAIN_PAPER = {"epochs": 150, "warmup_fraction": 2 / 150, "batch_size": 16, "lr": 3e-4, "weight_decay": 0.05,
                 "min_lr_ratio": 1e-7 / 3e-4, "grad_clip": 1.0, "eval_batch_size": 4}
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"values_dim": 32, "coords_dim": 16, "cond_dim": 32, "blocks": 2, "heads": 2, "patch": 4,
               "cross_window": 2, "swin_window": 2, "mlp_ratio": 2.0,
-              "steps": 6, "warmup_steps": 2, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.05, "grad_clip": 1.0,
+              "steps": 6, "warmup_fraction": 0.05, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.05, "grad_clip": 1.0,
               "sampling_steps": 8, "sample_chunk": 10, "eval_batch_size": 8},
     # mini: values_dim must exceed channels·patch² (= 64) or the noise of x_t cannot pass through a
     # token and flow matching cannot learn its velocity (48 gave noise-like samples)
     "mini": {"values_dim": 96, "coords_dim": 32, "cond_dim": 32, "blocks": 2, "heads": 2, "patch": 4,
              "cross_window": 3, "swin_window": 3, "mlp_ratio": 2.0,
-             "steps": 300, "warmup_steps": 20, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.05, "min_lr_ratio": 0.01,
+             "steps": 300, "warmup_fraction": 0.05, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.05, "min_lr_ratio": 0.01,
              "grad_clip": 1.0, "sampling_steps": 24, "sample_chunk": 10, "eval_batch_size": 8},
     "paper": {"values_dim": 512, "coords_dim": 256, "cond_dim": 512, "blocks": 12, "heads": 8, "patch": 4,
               "cross_window": 4, "swin_window": 8, "mlp_ratio": 2.0, **_TRAIN_PAPER,
@@ -49,13 +50,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def steps_from_epochs(hp: dict[str, Any], n_train: int) -> dict[str, Any]:
-    """Profiles may count training in epochs (the paper's unit); the fit loop counts steps."""
+    """Profiles may count training in epochs (the paper's unit); the fit loop counts steps. The
+    warm-up is a fraction of those steps (``warmup_fraction``, which FitConfig applies)."""
     hp = dict(hp)
     per_epoch = max(1, n_train // int(hp.get("batch_size", 8)))  # the loop drops the last partial batch
     if "steps" not in hp and "epochs" in hp:
         hp["steps"] = int(math.ceil(float(hp["epochs"]) * per_epoch))
-    if "warmup_steps" not in hp and "warmup_epochs" in hp:
-        hp["warmup_steps"] = int(math.ceil(float(hp["warmup_epochs"]) * per_epoch))
     return hp
 
 

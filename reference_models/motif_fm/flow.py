@@ -3,12 +3,14 @@
 Training (both): one available source per sample is the target (uniformly, self-supervised).
 Flow matching: t = sigmoid(N(0, 1)), x_t = (1 − t)·x0 + t·x1 with x0 ~ N(0, I) over the target's
 whole padded grid (unobserved pixels of x1 are 0), the network predicts the velocity x1 − x0,
-and the loss is the MSE over the target's observed pixels and channels only. Sampling: explicit
-Euler on ``linspace(0, 1, steps + 1)`` from noise drawn with the caller's generator (so a seed
-fixes the realizations), realizations batched along B.
+and the loss is the MSE over the target's observed pixels and channels only, averaged per
+target and then over the batch's targets (``masked_mse``: each target counts equally, whatever
+its swath size). Sampling: explicit Euler on ``linspace(0, 1, steps + 1)`` from noise drawn with
+the caller's generator (so a seed fixes the realizations), realizations batched along B.
 
 Deterministic: a learned mask token replaces the target's value tokens, the network predicts the
-values, MSE on the observed pixels; its ensemble is the prediction repeated.
+values, MSE on the observed pixels (per target, then over the targets); its ensemble is the
+prediction repeated.
 """
 
 from __future__ import annotations
@@ -23,10 +25,33 @@ from .backbone import MotifBackbone
 from .slots import Slots, pack, random_targets
 
 
-def masked_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
-    """Mean squared error over the ``valid`` entries (pixels × channels) of the batch."""
+def masked_mse(pred: Tensor, target: Tensor, valid: Tensor, target_dims: int = 1) -> Tensor:
+    """Mean squared error per *target*, then the mean over the targets (as the authors do).
+
+    The leading ``target_dims`` dimensions index the targets (1: ``[B, C, H, W]``, one target per
+    sample, slot 0 of the packed slots; 2: ``[B, S, C, H, W]``, one per (sample, source slot)),
+    the others are its pixels × channels. Each target's error is the mean over *its* ``valid``
+    entries, and the loss is the mean over the targets with at least one valid entry: every target
+    counts equally whatever its swath size (a 10 000-pixel AMSR2 swath weighs as much as a
+    100-pixel SSM/I one, where pooling the batch's pixels would let the large swaths dominate).
+    Targets with no valid entry (a missing slot, a swath with nothing observed) are left out; a
+    batch without any valid entry gives 0, still attached to the graph (a zero, finite gradient).
+
+    Under gradient accumulation the fit loop averages the micro-batch losses, each of which is
+    this mean over its own micro-batch's targets: micro-batches are weighted equally (not by their
+    number of targets), which equals the mean over all the targets of the accumulated batch when
+    every micro-batch holds the same number of targets. No host synchronisation: the counts stay
+    on the device.
+    """
+    if target_dims < 1 or target_dims >= pred.ndim:
+        raise ValueError(f"target_dims must be in [1, {pred.ndim - 1}], got {target_dims}")
+    valid = valid.expand_as(pred)
     err = torch.where(valid, (pred.float() - target.float()) ** 2, torch.zeros((), device=pred.device))
-    return err.sum() / valid.sum().clamp_min(1)
+    sq = err.flatten(target_dims).flatten(0, target_dims - 1).sum(1)  # [targets]
+    count = valid.flatten(target_dims).flatten(0, target_dims - 1).sum(1)
+    has = count > 0
+    per_target = sq / count.clamp_min(1)
+    return torch.where(has, per_target, torch.zeros((), device=pred.device)).sum() / has.sum().clamp_min(1)
 
 
 def crop(x: Tensor, size: tuple[int, int]) -> Tensor:

@@ -20,6 +20,7 @@ own ``pretrain`` so it measures the same backbones the tables fine-tune.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +81,7 @@ def run_probe(task_name: str, entries: Sequence[str], *, profile: str = "mini", 
             batch = task.collate([test[i] for i in range(min(n_patches, len(test)))])
             for modality in ("radar", "optical"):
                 with torch.no_grad():
-                    feats = backbone(batch[modality], modality)
+                    feats = backbone(batch[modality], modality, batch[f"{modality}_mask"])
                     mask = batch[f"{modality}_mask"].to(feats.dtype)[:, None, :, None, None]
                     feats = (feats * mask).sum(2) / mask.sum(2).clamp_min(1)
                 scores = probe_features(feats.numpy(), batch["label"].numpy(), int(info["ignore_index"]), n_pixels, seed)
@@ -99,9 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--patches", type=int, default=12, help="test patches whose pixels are probed")
     p.add_argument("--pixels", type=int, default=6000, help="pixels sampled per probe")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="json: one object with the settings and a row per (entry, modality), for scripts")
     args = p.parse_args(argv)
     rows = run_probe(args.task, args.entry, profile=args.profile, data_root=args.data_root, n_patches=args.patches,
                      n_pixels=args.pixels, seed=args.seed)
+    if args.format == "json":
+        settings = {"task": args.task, "profile": args.profile, "seed": args.seed, "patches": args.patches,
+                    "pixels": args.pixels, "border_clip": BORDER_CLIP}
+        print(json.dumps({**settings, "rows": rows}, indent=1))
+        return 0
     print(tabulate([[r["entry"], r["modality"], f"{r['crop_balanced_acc']:.2f}", f"{r['chance_acc']:.2f}", f"{r['border_r2']:.2f}"] for r in rows],
                    headers=["entry (frozen after pre-training)", "modality", "crop balanced acc", "chance", "border-distance R²"]))
     return 0

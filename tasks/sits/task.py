@@ -7,6 +7,7 @@ turns that into the harness's segmentation-task interface (docs/batch_formats.md
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -37,6 +38,16 @@ def floor_comparisons(cells: tuple[str, ...] = ("radar-100", "optical-100", "rad
     """Every entry vs the supervised 3D U-Net trained from scratch, cell by cell: the floor an SSL
     method must beat to be worth its pre-training."""
     return tuple(PairedComparison(f"vs {floor} ({c})", c, c, b_entry=floor) for c in cells)
+
+
+def ranked_subset(ids: list[Any], n: int, seed: int) -> list[str]:
+    """The first ``n`` of ``ids`` ranked by ``sha256(f"{seed}:{id}")`` (the rule of
+    ``label_subset``, with a count instead of a fraction), sorted; every id when ``n`` exceeds them."""
+    if n < 0:
+        raise ValueError(f"subset size must be >= 0, got {n}")
+    unique = sorted({str(i) for i in ids})
+    ranked = sorted(unique, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    return sorted(ranked[:n])
 
 
 def standard_cells(extra: tuple[Cell, ...] = ()) -> tuple[Cell, ...]:
@@ -267,21 +278,38 @@ class SITSTask(ABC):
     def unlabeled(self, data: SITSData, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         """Both modalities of every training patch, labels withheld (the S4 pre-training view).
 
-        With ``pretrain_source`` in the cell (the S4 geographic ablation, Fig. 6a), the view is
-        another task's training imagery instead, cut to the same number of series as ours.
+        The S4 geographic ablation (Fig. 6a) fixes both pre-training pools to the same number of
+        series. ``pretrain_source`` (a task name; default this task) says whose training imagery
+        the view holds, ``pretrain_match`` (a task name) whose training set it is matched to in
+        size; a pool from another task is always matched to ours. A matched pool holds
+        ``n = min(len(pool), len(matched))`` series: the pool's first ``n`` training ids ranked by
+        ``sha256(f"{seed}:{id}")`` (the label-subset rule, ``ranked_subset``), never a sorted
+        prefix. Without either parameter the view is our whole training split, as before.
         """
         length = self.temporal_length.get(ctx.profile)
-        source = cell.params.get("pretrain_source")
-        if not source or source == self.spec.name:
+        source = cell.params.get("pretrain_source") or self.spec.name
+        match = cell.params.get("pretrain_match") or (self.spec.name if source != self.spec.name else None)
+        if source == self.spec.name and match in (None, self.spec.name):
             return _View(self._reader(data, "train"), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile))
-        if source not in data.others:
+        task, pool = self._pretrain_pool(data, source, ctx)
+        if match is None or match == source:
+            ids = None
+        else:
+            n = min(len(pool.split_ids["train"]), len(self._pretrain_pool(data, match, ctx)[1].split_ids["train"]))
+            ids = ranked_subset(pool.split_ids["train"], n, pool.subset_seed)
+        return _View(task._reader(pool, "train"), ids, with_label=False, length=length, crop=task.train_crop.get(ctx.profile))
+
+    def _pretrain_pool(self, data: SITSData, name: str, ctx: RunContext) -> tuple[SITSTask, SITSData]:
+        """(task, resolved data) of a pre-training pool: ours, or another task's resolved from the
+        same data root at the same profile (cached in ``data.others``)."""
+        if name == self.spec.name:
+            return self, data
+        if name not in data.others:
             from benchmark.registry import load_task
 
-            other = load_task(source)
-            data.others[source] = (other, other.resolve_data(data.base, ctx.profile)[0])
-        other, other_data = data.others[source]
-        ids = sorted(other_data.split_ids["train"])[: len(data.split_ids["train"])]
-        return _View(other._reader(other_data, "train"), ids, with_label=False, length=length, crop=other.train_crop.get(ctx.profile))
+            other = load_task(name)
+            data.others[name] = (other, other.resolve_data(data.base, ctx.profile)[0])
+        return data.others[name]
 
     def labeled(self, data: SITSData, split: str, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         ids = self.train_ids(data, float(cell.params["label_fraction"])) if split == "train" else None

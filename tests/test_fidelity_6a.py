@@ -1,0 +1,125 @@
+"""S4 Fig. 6a: same-location (SL) and different-location (DL) pre-training on pools of the same
+number of series, the larger pool subsampled by hash rank (never a sorted prefix), so that S4
+pre-trains for the same number of steps on both; the 6a comparisons pair DL with matched SL."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.contracts import RunContext
+from reference_models.s4.entry import PROFILES as S4_PROFILES
+from reference_models.s4.entry import S4Entry
+from tasks.pastis_r import MAIN_CELLS, PastisRTask
+from tasks.sits.splits import label_subset
+from tasks.sits.task import ranked_subset
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory):
+    task = PastisRTask()
+    data, _ = task.resolve_data(tmp_path_factory.mktemp("data"), "smoke", show_progress=False)
+    return task, data
+
+
+def _ctx(profile: str = "smoke", hparams: dict | None = None) -> RunContext:
+    return RunContext(device=torch.device("cpu"), seed=0, profile=profile, hparams=dict(hparams or {}), checkpoint_dir=Path("/tmp"))
+
+
+def _ids(view) -> list[str]:
+    return [str(view.reader.ids[k]) for k in view.index]
+
+
+def _other_train(task, data) -> list[str]:
+    """South Sudan's training ids (resolving that task's data, as a DL view does, if not yet)."""
+    task.unlabeled(data, task.spec.cell("radar-100-dl"), _ctx())
+    _, other = data.others["africa_crop_type"]
+    return list(other.split_ids["train"])
+
+
+def test_dl_and_matched_sl_pools_have_the_same_size(embedded) -> None:
+    task, data = embedded
+    ctx = _ctx()
+    dl = task.unlabeled(data, task.spec.cell("radar-100-dl"), ctx)
+    sl = task.unlabeled(data, task.spec.cell("radar-100-sl"), ctx)
+    ours, other = data.split_ids["train"], _other_train(task, data)
+    n = min(len(ours), len(other))
+    assert len(ours) != len(other)  # the embedded pools differ in size, as the real ones do
+    assert len(dl) == len(sl) == n
+    assert set(_ids(sl)) <= set(ours) and set(_ids(dl)) <= set(other)
+    assert len(set(_ids(sl))) == len(set(_ids(dl))) == n
+    # Table 1's cells keep pre-training on the whole of PASTIS-R's training split
+    assert len(task.unlabeled(data, task.spec.cell("radar-100"), ctx)) == len(ours)
+    # every cell of a 6a pool sees the same pool (one shared pre-training)
+    for f in (100, 10):
+        for m in ("radar", "optical"):
+            assert _ids(task.unlabeled(data, task.spec.cell(f"{m}-{f}-sl"), ctx)) == _ids(sl)
+            assert _ids(task.unlabeled(data, task.spec.cell(f"{m}-{f}-dl"), ctx)) == _ids(dl)
+
+
+def test_the_larger_pool_is_subsampled_by_hash_rank_not_a_sorted_prefix(embedded) -> None:
+    task, data = embedded
+    ctx = _ctx()
+    ours = data.split_ids["train"]
+    n = min(len(ours), len(_other_train(task, data)))
+    sl = _ids(task.unlabeled(data, task.spec.cell("optical-10-sl"), ctx))
+    assert sl == ranked_subset(ours, n, data.subset_seed) == _ids(task.unlabeled(data, task.spec.cell("optical-10-sl"), ctx))
+    assert sl != sorted(ours)[:n]
+    # a fresh resolution of the data gives the same pool
+    again, _ = task.resolve_data(data.base, "smoke", show_progress=False)
+    assert _ids(task.unlabeled(again, task.spec.cell("radar-100-sl"), ctx)) == sl
+
+
+def test_dl_pool_is_subsampled_when_it_is_the_larger(embedded) -> None:
+    """With fewer series of ours than of South Sudan's, DL keeps a hash-ranked subset of theirs."""
+    task, data = embedded
+    ctx = _ctx()
+    other = _other_train(task, data)
+    small = ranked_subset(data.split_ids["train"], 50, data.subset_seed)
+    cut = dataclasses.replace(data, split_ids={**data.split_ids, "train": small}, readers={}, others=dict(data.others))
+    dl = _ids(task.unlabeled(cut, task.spec.cell("radar-100-dl"), ctx))
+    _, other_data = data.others["africa_crop_type"]
+    assert len(dl) == 50 and dl == ranked_subset(other, 50, other_data.subset_seed)
+    assert dl != sorted(other)[:50]
+
+
+def test_ranked_subset_is_the_label_subset_rule() -> None:
+    ids = [f"p{i}" for i in range(37)]
+    for f in (0.1, 0.5, 1.0):
+        assert ranked_subset(ids, math.ceil(f * len(ids)), 3) == label_subset(ids, f, 3)
+    assert ranked_subset(list(reversed(ids)), 10, 3) == ranked_subset(ids, 10, 3)  # order-free
+    assert ranked_subset(ids, 100, 3) == sorted(ids) and ranked_subset(ids, 0, 3) == []
+
+
+@pytest.mark.parametrize("profile", ["mini", "paper"])
+def test_s4_pretrains_for_as_many_steps_on_both_pools(embedded, profile: str) -> None:
+    task, data = embedded
+    ctx = _ctx(profile, S4_PROFILES[profile])
+    steps = {}
+    for kind in ("sl", "dl"):
+        view = task.unlabeled(data, task.spec.cell(f"radar-100-{kind}"), ctx)
+        steps[kind] = S4Entry()._steps(ctx, "pretrain", len(view)).hparams["pretrain_steps"]
+    assert steps["sl"] == steps["dl"] > 0
+    if profile == "paper":  # epochs × ceil(n / batch), n = the matched size
+        n = min(len(data.split_ids["train"]), len(_other_train(task, data)))
+        assert steps["dl"] == S4_PROFILES["paper"]["pretrain_epochs"] * math.ceil(n / S4_PROFILES["paper"]["batch_size"])
+
+
+def test_6a_cells_table_and_comparisons(embedded) -> None:
+    task, _ = embedded
+    spec = task.spec
+    for c in MAIN_CELLS:
+        sl, dl = spec.cell(f"{c}-sl"), spec.cell(f"{c}-dl")
+        assert sl.params["pretrain_source"] == "pastis_r" and sl.params["pretrain_match"] == "africa_crop_type"
+        assert dl.params["pretrain_source"] == "africa_crop_type"
+        assert {k: v for k, v in sl.params.items() if not k.startswith("pretrain_")} == spec.cell(c).params
+        assert sl.shared == {"pretrain": "pretrain-sl-matched"} and "matched" in sl.title
+    pairs = [(cmp.a, cmp.b) for cmp in spec.comparisons if cmp.title.startswith("DL vs SL")]
+    assert pairs == [(f"{c}-dl", f"{c}-sl") for c in MAIN_CELLS]
+    table = spec.table_specs()["ablation_6a"]
+    assert set(table.cells) == {f"{c}-{k}" for c in MAIN_CELLS for k in ("sl", "dl")}
+    assert table.entries == ("s4",)
