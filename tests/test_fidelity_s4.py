@@ -191,3 +191,15 @@ def test_probe_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert out["task"] == "pastis_r" and out["profile"] == "smoke"
     assert [(r["entry"], r["modality"]) for r in out["rows"]] == [("unet3d_scratch", "radar"), ("unet3d_scratch", "optical")]
     assert all({"crop_balanced_acc", "border_r2", "chance_acc"} <= set(r) for r in out["rows"])
+
+
+@pytest.mark.parametrize("task", ["pastis_r", "africa_crop_type"])
+def test_committed_probe_shows_no_position_shortcut(task: str) -> None:
+    """The committed probe (results/<task>/mini/S4_PROBE.json, written by ``--format json``): no S4
+    variant predicts the distance to the border more than 0.05 R² better than the random backbone."""
+    path = Path(__file__).resolve().parents[1] / "results" / task / "mini" / "S4_PROBE.json"
+    rows = json.loads(path.read_text())["rows"]
+    base = {r["modality"]: r["border_r2"] for r in rows if r["entry"] == "unet3d_scratch"}
+    variants = [r for r in rows if r["entry"] != "unet3d_scratch"]
+    assert {r["entry"] for r in variants} == {"s4", "s4_contrastive", "s4_reconstruction", "s4_single_modal"}
+    assert all(r["border_r2"] - base[r["modality"]] <= 0.05 for r in variants), variants
