@@ -203,3 +203,66 @@ def test_committed_probe_shows_no_position_shortcut(task: str) -> None:
     variants = [r for r in rows if r["entry"] != "unet3d_scratch"]
     assert {r["entry"] for r in variants} == {"s4", "s4_contrastive", "s4_reconstruction", "s4_single_modal"}
     assert all(r["border_r2"] - base[r["modality"]] <= 0.05 for r in variants), variants
+
+
+def test_crop_cells_are_whole_patch_cells_for_odd_sides() -> None:
+    from reference_models.s4.losses import crop_size
+
+    assert [crop_size(s, 0.75) for s in (2, 5, 13, 18, 32)] == [2, 4, 8, 12, 24]
+    assert crop_size(13, 0.3) == 4 and crop_size(13, 1.0) == 12
+
+
+def _spy_geometries(monkeypatch: pytest.MonkeyPatch) -> list:
+    calls = []
+    original = s4_entry.apply_geometry
+
+    def spy(x: torch.Tensor, g):  # noqa: ANN001
+        calls.append((x, g))
+        return original(x, g)
+
+    monkeypatch.setattr(s4_entry, "apply_geometry", spy)
+    return calls
+
+
+def test_each_modality_has_its_own_geometry_and_reconstructs_through_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy_geometries(monkeypatch)
+    indices = []
+    original_gather = s4_entry.gather_rows
+    monkeypatch.setattr(s4_entry, "gather_rows", lambda z, index: indices.append(index) or original_gather(z, index))
+    torch.manual_seed(0)
+    _pretrainer()(_batch(8))
+    (xr, gr), (xo, go), (target_o, g3), (target_r, g4) = calls
+    differs = (gr.oy != go.oy) | (gr.ox != go.ox) | (gr.fy != go.fy) | (gr.fx != go.fx)
+    assert differs.float().mean() > 0.5 and gr.fy.any() and gr.fx.any() and not gr.fy.all()
+    # radar→optical reconstructs the optical input seen through the radar view, and vice versa
+    assert g3 is gr and target_o is xo and g4 is go and target_r is xr
+    index_a, index_b = indices
+    assert (index_a != index_b).float().mean() > 0.5  # view b is read at the mapped cells, not at view a's
+
+
+def test_infonce_ignores_false_negatives_but_keeps_far_ones() -> None:
+    from reference_models.s4.losses import PairedCells, paired_infonce
+
+    torch.manual_seed(0)
+    # one sample, three cells: (t, y, x) = (0, 0, 0), (1, 0, 1) [a neighbour], (3, 0, 0) [same place, 3 dates later]
+    t, y, x = torch.tensor([0, 1, 3]), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 0])
+    p = PairedCells(torch.arange(3), torch.arange(3), torch.ones(3, dtype=torch.bool), torch.zeros(3, dtype=torch.long), t, y, x)
+    a = torch.randn(3, 8)
+    b = a.clone()
+    b[1] = a[0]  # the neighbour looks exactly like the anchor (same parcel, next date)
+    blocked = false_negatives(p, radius=1, time_radius=1)
+    assert blocked[0, 1] and blocked[1, 0] and not blocked[0, 2] and not blocked[2, 0]
+    with_exclusion = paired_infonce(a, b, p, 0.5, radius=1, time_radius=1)
+    without = paired_infonce(a, b, p, 0.5, radius=-1, time_radius=-1)
+    assert with_exclusion < without  # the look-alike neighbour is not pushed away as a negative
+
+
+def test_projection_statistics_ignore_unusable_rows() -> None:
+    torch.manual_seed(0)
+    model = _pretrainer()
+    head = model.projection.train()
+    rows = torch.randn(20, model.backbone.encoder_dim)
+    weight = torch.arange(20) < 12
+    garbage = rows.clone()
+    garbage[~weight] = 1e3 * torch.randn_like(garbage[~weight])
+    assert torch.allclose(head(rows, weight)[weight], head(garbage, weight)[weight], atol=1e-5)

@@ -9,8 +9,8 @@ tensor position it occupies differs between the views, so a code for "where in t
 "how far from the border") cannot find the positive: only content can.
 
 Sampling. Contrasting all cells against all would not fit, so each step draws ``K`` encoder cells
-of the anchor view, **the same K for every sample of the batch** (so every anchor has negatives
-at its own tensor position, from the other samples), and maps them into the other view. Rows
+of view a, **the same K tensor positions for every sample of the batch** (so the other samples
+supply negatives at the tensor positions of one's own cells), and maps them into view b. Rows
 whose cell falls outside the other view's crop, or on a date that is not valid in both views,
 are dropped from the loss by a weight (no host synchronisation). Cells of the same sample within
 ``radius`` cells in space and ``time_radius`` in time of the anchor are not used as its negatives:
@@ -45,10 +45,13 @@ class ViewGeometry:
 
 
 def crop_size(side: int, fraction: float) -> int:
-    """The crop side for a patch side: ``fraction`` of it, a multiple of STRIDE (the whole side
-    when the patch is too small to crop)."""
-    size = STRIDE * int(fraction * side // STRIDE)
-    return size if STRIDE <= size < side else side
+    """The crop side for a patch side: ``fraction`` of it rounded down to a multiple of STRIDE, at
+    least STRIDE and at most the largest multiple of STRIDE that fits (so every encoder cell of a
+    view, flipped or not, is a whole STRIDE-pixel cell of the patch); a side below STRIDE is kept
+    whole (one cell)."""
+    if side < STRIDE:
+        return side
+    return max(STRIDE, min(STRIDE * int(fraction * side // STRIDE), STRIDE * (side // STRIDE)))
 
 
 def random_geometry(b: int, height: int, width: int, fraction: float, flips: bool, device: torch.device | str) -> ViewGeometry:
@@ -160,8 +163,8 @@ def paired_infonce(a: torch.Tensor, b: torch.Tensor, p: PairedCells, tau: float,
     logits = logits.masked_fill(blocked, float("-inf"))
     target = torch.arange(len(w), device=w.device)
     per_row = 0.5 * (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none"))
-    wf = w.float()
-    return (per_row * wf).sum() / wf.sum().clamp_min(1)
+    per_row = torch.where(w, per_row, torch.zeros((), device=w.device))  # an unusable row adds nothing, not even a NaN
+    return per_row.sum() / w.sum().clamp_min(1)
 
 
 def encoder_dates(mask: torch.Tensor) -> torch.Tensor:

@@ -137,14 +137,16 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         if weight is None or not self.training:
             return super().forward(x)
-        w = weight.to(x.dtype)[:, None]
+        x = x.float()  # statistics in float32 even under bf16 autocast (a bf16 count of 3144 rows is 3136)
+        w = weight.float()[:, None]
         n = w.sum().clamp_min(1)
         mean = (x * w).sum(0) / n
         var = ((x - mean) ** 2 * w).sum(0) / n
         with torch.no_grad():
+            momentum = 0.1 if self.momentum is None else self.momentum
             unbiased = var * n / (n - 1).clamp_min(1)
-            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
-            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
             self.num_batches_tracked.add_(1)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
