@@ -1,0 +1,102 @@
+"""DataLoader settings per device: the one place that decides how data reaches the model.
+
+Why here: training (``benchmark.training.fit``) and every evaluation loader must agree on how
+many worker processes run, whether batches are pinned, and how far ahead they are prefetched.
+On a CPU the defaults keep everything in one process (tests and CI stay single-process and
+deterministic); on CUDA they overlap loading with compute so the GPU is not left waiting on
+decoding. Profiles override each setting through hyper-parameters (docs/entries.md, "Data
+loading"): ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor`` for
+training, and the same names prefixed with ``eval_`` for evaluation loaders.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CUDA_MAX_WORKERS",
+    "CUDA_PREFETCH_FACTOR",
+    "LOADER_KEYS",
+    "eval_loader_kwargs",
+    "loader_kwargs",
+    "usable_cores",
+]
+
+CUDA_MAX_WORKERS = 8  # beyond ~8 decoding workers per GPU the host, not the loader, is the limit
+CUDA_PREFETCH_FACTOR = 4  # batches queued per worker: absorbs uneven per-item decode times
+LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask under Slurm/cgroups, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS / Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def _local_ranks() -> int:
+    """Processes sharing this host under torchrun: they share its cores, so each gets a share."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def _device_type(device: str | torch.device) -> str:
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"loader_kwargs: invalid device {device!r}; use cpu, cuda or cuda:K") from exc
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value) or value < minimum:
+        raise ValueError(f"loader setting {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def loader_kwargs(
+    device: str | torch.device,
+    num_workers: int | None = None,
+    pin_memory: bool | None = None,
+    persistent_workers: bool | None = None,
+    prefetch_factor: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``torch.utils.data.DataLoader``: explicit values win, ``None`` = device default.
+
+    CPU: 0 workers, no pinning. CUDA: ``min(8, usable cores / local ranks)`` workers, pinned
+    memory (asynchronous host-to-device copies), persistent workers (no re-fork per epoch) and a
+    prefetch factor of 4. ``persistent_workers`` and ``prefetch_factor`` only exist for worker
+    processes, so they are left out when ``num_workers`` is 0 (DataLoader refuses them then).
+    """
+    on_cuda = _device_type(device) == "cuda"
+    if num_workers is None:
+        num_workers = min(CUDA_MAX_WORKERS, usable_cores() // _local_ranks()) if on_cuda else 0
+    kwargs: dict[str, Any] = {
+        "num_workers": _check_int("num_workers", num_workers, 0),
+        "pin_memory": bool(on_cuda if pin_memory is None else pin_memory),
+    }
+    if kwargs["num_workers"] > 0:
+        kwargs["persistent_workers"] = bool(on_cuda if persistent_workers is None else persistent_workers)
+        if prefetch_factor is not None or on_cuda:
+            chosen = CUDA_PREFETCH_FACTOR if prefetch_factor is None else prefetch_factor
+            kwargs["prefetch_factor"] = _check_int("prefetch_factor", chosen, 1)
+    return kwargs
+
+
+def eval_loader_kwargs(hparams: Mapping[str, Any] | None, device: str | torch.device) -> dict[str, Any]:
+    """``loader_kwargs`` for evaluation loaders, overridden by the ``eval_<setting>`` hyper-parameters.
+
+    Evaluation loaders are iterated once, so persistent workers buy nothing there: they default to
+    off unless ``eval_persistent_workers`` asks for them.
+    """
+    hparams = hparams or {}
+    chosen = {key: hparams.get(f"eval_{key}") for key in LOADER_KEYS}
+    if chosen["persistent_workers"] is None:
+        chosen["persistent_workers"] = False
+    return loader_kwargs(device, **chosen)
