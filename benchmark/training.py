@@ -25,7 +25,7 @@ import pickle
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,16 +34,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
+from torch.profiler import record_function
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from .accumulation import LOSS_WEIGHT, MicroBatchStep
+from .batching import BatchSplit, GlobalBatchSampler
 from .curves import CURVE_NAME, CurveLog, tensorboard_wanted
+from .loading import loader_kwargs
+from .step_values import PendingSteps, StepValues
 
 if TYPE_CHECKING:
     from benchmark.contracts import RunContext
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "LOSS_WEIGHT",
     "CheckpointError",
     "FitConfig",
     "FitResult",
@@ -62,10 +68,15 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = 1
 # Fields that change how a run executes but not what it computes: they may differ on resume.
-_RUNTIME_FIELDS = frozenset({"num_workers", "checkpoint_every", "ddp_find_unused_parameters"})
-_INT_FIELDS = ("steps", "batch_size", "warmup_steps", "num_workers", "checkpoint_every")
+# ``micro_batch_size`` and ``compile`` change float rounding only (the global batch, its samples
+# and its loss weighting stay), so a run may resume on a smaller GPU with a smaller micro-batch.
+_RUNTIME_FIELDS = frozenset({"num_workers", "checkpoint_every", "ddp_find_unused_parameters", "micro_batch_size",
+                             "log_every", "pin_memory", "persistent_workers", "prefetch_factor", "compile"})
+_INT_FIELDS = ("steps", "batch_size", "warmup_steps", "checkpoint_every", "micro_batch_size", "log_every")
+_OPTIONAL_INT_FIELDS = ("num_workers", "prefetch_factor")
 _FLOAT_FIELDS = ("lr", "weight_decay", "warmup_fraction", "min_lr_ratio")
 SCHEDULES = ("cosine", "constant")
+CUDA_LOG_EVERY = 50  # log_every=0 on an accelerator: one host read per 50 steps
 
 LossOutput = Tensor | tuple[Tensor, Mapping[str, Any]]
 LossFn = Callable[[nn.Module, Any], LossOutput]
@@ -78,7 +89,15 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- config / result
 @dataclass
 class FitConfig:
-    """What is trained and how; every field except the runtime ones identifies the run."""
+    """What is trained and how; every field except the runtime ones identifies the run.
+
+    ``batch_size`` is the global batch of one optimizer step (the paper's), over all ranks and
+    micro-batches; ``micro_batch_size`` (0 = ``batch_size // world size``) is what one forward on
+    one device holds, and the accumulation is derived from both. Runtime fields: ``log_every``
+    (host reads of loss/logs every N steps; 0 = every step on CPU, ``CUDA_LOG_EVERY`` elsewhere),
+    the loader settings (``None`` = ``benchmark.loading.loader_kwargs`` device defaults) and
+    ``compile`` (``torch.compile`` the model).
+    """
 
     steps: int
     batch_size: int = 8
@@ -89,17 +108,25 @@ class FitConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
-    num_workers: int = 0
+    num_workers: int | None = None
     checkpoint_every: int = 0
     amp: bool = True
     drop_last: bool = True
     ddp_find_unused_parameters: bool = False
+    micro_batch_size: int = 0
+    log_every: int = 0
+    pin_memory: bool | None = None
+    persistent_workers: bool | None = None
+    prefetch_factor: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Profiles are data (often YAML/JSON): coerce 1e3 -> 1000 but refuse 2.5 steps.
-        for name in _INT_FIELDS:
+        for name in _INT_FIELDS + _OPTIONAL_INT_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or float(value) != int(value):
+            if value is None and name in _OPTIONAL_INT_FIELDS:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
                 raise ValueError(f"FitConfig.{name} must be an integer, got {value!r}")
             setattr(self, name, int(value))
         for name in _FLOAT_FIELDS:
@@ -108,8 +135,11 @@ class FitConfig:
             self.grad_clip = float(self.grad_clip)
             if self.grad_clip <= 0:
                 raise ValueError(f"FitConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        self.amp, self.drop_last = bool(self.amp), bool(self.drop_last)
+        self.amp, self.drop_last, self.compile = bool(self.amp), bool(self.drop_last), bool(self.compile)
         self.ddp_find_unused_parameters = bool(self.ddp_find_unused_parameters)
+        for name in ("pin_memory", "persistent_workers"):
+            if getattr(self, name) is not None:
+                setattr(self, name, bool(getattr(self, name)))
         checks = {
             "steps": self.steps >= 0,
             "batch_size": self.batch_size >= 1,
@@ -118,9 +148,12 @@ class FitConfig:
             "warmup_steps": self.warmup_steps >= 0,
             "warmup_fraction": 0.0 <= self.warmup_fraction <= 1.0,
             "min_lr_ratio": 0.0 <= self.min_lr_ratio <= 1.0,
-            "num_workers": self.num_workers >= 0,
+            "num_workers": self.num_workers is None or self.num_workers >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
             "schedule": self.schedule in SCHEDULES,
+            "micro_batch_size": self.micro_batch_size >= 0,
+            "log_every": self.log_every >= 0,
+            "prefetch_factor": self.prefetch_factor is None or self.prefetch_factor >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -131,6 +164,23 @@ class FitConfig:
                 f"({self.warmup_fraction}), not both: set the other to 0 (for one stage: "
                 "<stage>_warmup_steps: 0 or <stage>_warmup_fraction: 0)"
             )
+        self.split()  # a global batch this process's world cannot split is refused now, not mid-run
+
+    def split(self, world_size: int | None = None) -> BatchSplit:
+        """How ``batch_size`` splits over ``world_size`` ranks (default: this process's world)."""
+        world = distributed_info()[1] if world_size is None else world_size
+        return BatchSplit.of(self.batch_size, self.micro_batch_size, world)
+
+    @property
+    def accumulate(self) -> int:
+        """Micro-batches per rank and optimizer step at this process's world size."""
+        return self.split().accumulate
+
+    def log_interval(self, device: torch.device | str) -> int:
+        """``log_every``, with 0 resolved per device (host reads cost nothing on a CPU)."""
+        if self.log_every:
+            return self.log_every
+        return 1 if torch.device(device).type == "cpu" else CUDA_LOG_EVERY
 
     @property
     def warmup(self) -> int:
@@ -175,6 +225,10 @@ class FitResult:
     samples_seen: int  # samples trained on in this call, summed over ranks
     final_logs: dict[str, float] = field(default_factory=dict)
     curve_file: str | None = None  # the stage's curve (benchmark.curves), when one was written
+    world_size: int = 1
+    micro_batch_size: int = 0  # samples per forward per device
+    accumulate: int = 1  # micro-batches per rank and optimizer step
+    global_batch_size: int = 0  # samples per optimizer step over all ranks (the config's batch_size)
 
 
 # --------------------------------------------------------------------------- devices / DDP
@@ -352,47 +406,6 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-# --------------------------------------------------------------------------- data order
-class _EpochSampler(Sampler[int]):
-    """Per-epoch index order that can start part-way through an epoch (for exact resume).
-
-    One process: a permutation from one seeded generator whose state at each epoch start is
-    checkpointed. DDP: ``DistributedSampler(seed=...).set_epoch`` shards the order instead.
-    """
-
-    def __init__(self, n: int, seed: int, dist_sampler: DistributedSampler | None) -> None:
-        self.n, self.dist_sampler = n, dist_sampler
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch_start_state = self.generator.get_state()
-        self._indices: list[int] = []
-
-    def start_epoch(self, epoch: int, skip: int) -> None:
-        self.epoch_start_state = self.generator.get_state()
-        if self.dist_sampler is not None:
-            self.dist_sampler.set_epoch(epoch)
-            order = list(self.dist_sampler)
-        else:
-            order = torch.randperm(self.n, generator=self.generator).tolist()
-        self._indices = order[skip:]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices)
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-
-def _batch_size_of(batch: Any, default: int) -> int:
-    if isinstance(batch, Tensor) and batch.ndim > 0:
-        return int(batch.shape[0])
-    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, list | tuple) else ()
-    for item in items:
-        n = _batch_size_of(item, -1)
-        if n >= 0:
-            return n
-    return default
-
-
 # --------------------------------------------------------------------------- checkpoints
 def _atomic_save(obj: Any, path: Path) -> None:
     """Temp file in the same folder + fsync + os.replace: readers see the old or the new file, never half."""
@@ -480,14 +493,14 @@ def _assert_replicas_in_sync(module: nn.Module, device: torch.device) -> None:
         )
 
 
-def _clip_and_measure(params: list[Tensor], max_norm: float | None) -> float:
-    """Global gradient norm (clipped to ``max_norm`` if set); logged, and checked for NaN/inf."""
+def _clip_and_measure(params: list[Tensor], max_norm: float | None) -> Tensor | float:
+    """Global gradient norm (clipped to ``max_norm`` if set) as a device tensor: read when logged."""
     grads = [p for p in params if p.grad is not None]
     if not grads:
         return 0.0
     if max_norm is not None:
-        return float(nn.utils.clip_grad_norm_(grads, max_norm).item())
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm().float() for p in grads])).item())
+        return nn.utils.clip_grad_norm_(grads, max_norm)  # no error_if_nonfinite: that would read the norm
+    return torch.linalg.vector_norm(torch.stack([p.grad.detach().norm().float() for p in grads]))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -511,28 +524,40 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place for ``config.steps`` optimizer steps; resume or reuse a checkpoint.
 
-    ``loss_fn(model, batch)`` gets the (possibly DDP-wrapped) model and the batch on ``device`` and
-    returns a scalar loss or ``(loss, logs)``. ``optimizer_factory`` receives the unwrapped model;
-    ``scheduler_factory(optimizer, config)`` may return None. ``on_step(step, loss, logs)`` runs
-    after each step (and after that step's checkpoint); ``logs`` include ``lr`` and ``grad_norm``.
-    ``curve`` (written by rank 0) gets one row per step: loss, lr, grad norm, throughput, ``logs``;
-    by default ``checkpoint_dir/curve.jsonl`` when there is a checkpoint folder.
+    ``loss_fn(model, batch)`` gets the (possibly DDP-wrapped or compiled) model and one micro-batch
+    on ``device`` and returns a scalar loss or ``(loss, logs)``; ``logs["loss_weight"]`` (never
+    logged) says how many units the loss averages over (``benchmark.accumulation``).
+    ``optimizer_factory`` receives the unwrapped model; ``scheduler_factory(optimizer, config)``
+    may return None. Each step's loss, gradient norm and logs stay on the device until a logging
+    step (every ``config.log_interval(device)`` steps, checkpoint steps and the last step) reads
+    them in one go: then every pending step gets its ``curve`` row (loss, lr, grad norm,
+    throughput, logs; written by rank 0, by default ``checkpoint_dir/curve.jsonl``) and its
+    ``on_step(step, loss, logs)`` call, in order, after that step's checkpoint. A non-finite loss
+    or gradient norm is raised on that read, so it may be detected up to ``log_every - 1`` steps
+    late (the step it names is exact; the checkpoint on disk predates it).
     The model is put in train mode for the loop and given back in the mode it came in (freeze
     submodules inside ``loss_fn`` if some must stay in eval mode).
     Under ``torchrun`` (WORLD_SIZE > 1) it joins the process group, wraps the model in DDP and
-    shards batches; the group is left for the launcher to destroy.
+    shards each global batch; the group is left for the launcher to destroy.
     """
     start_time = time.perf_counter()
     if isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
         raise TypeError("fit needs a map-style Dataset with __len__ (its order is seeded and resumable)")
+    if len(data) == 0:
+        raise ValueError(f"{desc}: the training dataset is empty")
     rank, world, device = _setup_distributed(torch.device(device))
+    split = config.split(world)
+    shape = {"world_size": world, "micro_batch_size": split.micro_batch, "accumulate": split.accumulate,
+             "global_batch_size": split.global_batch}
     seed_everything(seed + 7919 * rank)  # distinct noise per rank; rank 0 == single process
     was_training = model.training
     module = unwrap(model).to(device)
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if curve is None and checkpoint_dir is not None:
         curve = CurveLog(Path(checkpoint_dir) / CURVE_NAME, tensorboard=tensorboard_wanted())  # a checkpointed stage leaves its curve
-    run = {"seed": int(seed), "world_size": world, "dataset_len": len(data)}
+    run: dict[str, Any] = {"seed": int(seed), "world_size": world, "dataset_len": len(data)}
+    if world > 1:  # batch_size was per rank before it was global: such DDP checkpoints are refused
+        run["global_batch"] = True
     ckpt = _load_checkpoint(path, config, run) if path is not None and path.exists() else None
 
     step, losses, logs = 0, [], {}
@@ -545,7 +570,7 @@ def fit(
             _set_rng_state(ckpt["ranks"][rank]["rng"], device)
             reused = str(curve.path) if curve is not None and curve.path.is_file() else None
             return FitResult(step, losses[-1] if losses else math.nan, losses, step,
-                             time.perf_counter() - start_time, 0, curve_file=reused)
+                             time.perf_counter() - start_time, 0, curve_file=reused, **shape)
     resumed_from = step
     if curve is not None and rank != 0:
         curve = None
@@ -559,32 +584,33 @@ def fit(
         if scheduler is not None and ckpt["scheduler"] is not None:
             _restore(path, "scheduler", lambda: scheduler.load_state_dict(ckpt["scheduler"]))
 
-    dist_sampler = None
-    if world > 1:
-        dist_sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    per_rank = dist_sampler.num_samples if dist_sampler is not None else len(data)
-    drop_last = config.drop_last and per_rank >= config.batch_size
-    if per_rank == 0:
-        raise ValueError(f"{desc}: the training dataset is empty")
-    sampler = _EpochSampler(len(data), seed * 1_000_003 + 17, dist_sampler)
+    sampler = GlobalBatchSampler(len(data), seed * 1_000_003 + 17, split, rank, config.drop_last,
+                                 epoch_seeded=getattr(data, "epoch_seeded", False) is True)
     loader_gen = torch.Generator()  # private: DataLoader draws worker seeds from it, not the global RNG
-    loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                        collate_fn=collate_fn, drop_last=drop_last, pin_memory=device.type == "cuda",
-                        generator=loader_gen)
-    epoch, consumed = 0, 0
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=collate_fn, generator=loader_gen,
+                        **loader_kwargs(device, config.num_workers, config.pin_memory, config.persistent_workers,
+                                        config.prefetch_factor))
+    epoch, consumed = 0, 0  # consumed: optimizer steps (global batches) done in this epoch
     if ckpt is not None:
         epoch, consumed = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch"])
         sampler.generator.set_state(ckpt["data"]["generator"])
         _set_rng_state(ckpt["ranks"][rank]["rng"], device)  # last: nothing may draw from the RNGs before step 1
     ckpt = None  # free the CPU copy of the weights
 
+    ddp = None
     wrapped: nn.Module = module
     if world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(
+        wrapped = ddp = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=config.ddp_find_unused_parameters)
+    if config.compile:
+        wrapped = torch.compile(wrapped)
     to_device = batch_to_device or (lambda b, d: move_to_device(b, d, non_blocking=d.type == "cuda"))
     trainable = [p for p in module.parameters() if p.requires_grad]
+    run_step = MicroBatchStep(wrapped, ddp, loss_fn, trainable, world, device,
+                              lambda: autocast_context(device, config.amp), to_device, desc)
+    log_every = config.log_interval(device)
+    pending = PendingSteps()
 
     def save(done: bool) -> None:
         ranks = _gather({"rng": _get_rng_state(device), "losses": list(losses)}, world)
@@ -603,54 +629,64 @@ def fit(
         if world > 1:
             dist.barrier()
 
+    window_start = time.perf_counter()
+
+    def publish() -> list[StepValues]:
+        """Read the pending steps (one host sync), check them, and give them to losses, curve and bar."""
+        nonlocal logs, window_start
+        with record_function("fit.log"):
+            drained = pending.drain()
+            if world > 1 and drained[0].step == 1:
+                _assert_replicas_in_sync(module, device)
+        now = time.perf_counter()
+        rate = sum(s.samples for s in drained) / max(now - window_start, 1e-9)  # the window's mean
+        window_start = now
+        for s in drained:
+            if world == 1 and not math.isfinite(s.loss):  # under DDP one rank raising would hang the others
+                raise FloatingPointError(f"{desc}: loss is {s.loss} at step {s.step}")
+            if not math.isfinite(s.grad_norm):  # identical on all ranks after all-reduce
+                raise FloatingPointError(f"{desc}: gradient norm is {s.grad_norm} at step {s.step} (loss {s.loss})")
+            losses.append(s.loss)
+            logs = s.as_logs()
+            if curve is not None:
+                curve.add(s.step, {"loss": s.loss, **logs, "samples": s.samples_so_far, "elapsed_s": s.elapsed_s,
+                                   "samples_per_s": rate})
+        bar.set_postfix(loss=f"{drained[-1].loss:.4g}", lr=f"{drained[-1].lr:.3g}", refresh=False)
+        return drained
+
     samples = 0
     bar = tqdm(total=config.steps, initial=step, desc=desc, leave=False, dynamic_ncols=True,
                disable=not progress or rank != 0)
     try:
         module.train()
-        step_start = time.perf_counter()
         while step < config.steps:
-            sampler.start_epoch(epoch, consumed * config.batch_size)
+            sampler.start_epoch(epoch, consumed)
             loader_gen.manual_seed(seed * 1_000_003 + 7919 * rank + epoch)
-            for batch in loader:
-                consumed += 1
+            batches = iter(loader)
+            for plan in sampler.steps:
+                with record_function("fit.data"):  # outside fit.step: a dataset's own reads are not the loop's
+                    micro_batches = [next(batches) for _ in plan.micro_batches]
                 lr = optimizer.param_groups[0]["lr"]
-                batch = to_device(batch, device)
-                batch_samples = _batch_size_of(batch, config.batch_size) * world
-                samples += batch_samples
-                optimizer.zero_grad(set_to_none=True)
-                with autocast_context(device, config.amp):
-                    out = loss_fn(wrapped, batch)
-                loss, user_logs = out if isinstance(out, tuple) else (out, {})
-                if not isinstance(loss, Tensor) or loss.ndim != 0:
-                    raise ValueError(f"{desc}: loss_fn must return a scalar tensor, got {type(loss).__name__}")
-                loss_value = float(loss.detach().float().item())
-                if world == 1 and not math.isfinite(loss_value):
-                    raise FloatingPointError(f"{desc}: loss is {loss_value} at step {step + 1}")
-                loss.backward()
-                grad_norm = _clip_and_measure(trainable, config.grad_clip)
-                if not math.isfinite(grad_norm):  # identical on all ranks after all-reduce
-                    raise FloatingPointError(f"{desc}: gradient norm is {grad_norm} at step {step + 1} (loss {loss_value})")
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                step += 1
-                losses.append(loss_value)
-                logs = {k: float(v) for k, v in user_logs.items()} | {"lr": lr, "grad_norm": grad_norm}
-                if curve is not None:
-                    now = time.perf_counter()
-                    curve.add(step, {"loss": loss_value, **logs, "samples": samples, "elapsed_s": now - start_time,
-                                     "samples_per_s": batch_samples / max(now - step_start, 1e-9)})
-                    step_start = now
-                bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}", refresh=False)
+                with record_function("fit.step"):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss, user_logs = run_step(micro_batches, plan)
+                    grad_norm = _clip_and_measure(trainable, config.grad_clip)
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                consumed, step, samples = consumed + 1, step + 1, samples + plan.global_samples
+                pending.add(StepValues(step, loss, grad_norm, lr, plan.global_samples, dict(user_logs),
+                                       samples_so_far=samples, elapsed_s=time.perf_counter() - start_time))
                 bar.update(1)
-                if world > 1 and step == 1:
-                    _assert_replicas_in_sync(module, device)
-                if path is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
-                        and step < config.steps:
-                    save(done=False)
-                if on_step is not None:
-                    on_step(step, loss_value, logs)
+                checkpoint_now = bool(path is not None and config.checkpoint_every
+                                      and step % config.checkpoint_every == 0 and step < config.steps)
+                if step % log_every == 0 or step >= config.steps or checkpoint_now or (world > 1 and step == 1):
+                    drained = publish()
+                    if checkpoint_now:
+                        save(done=False)
+                    if on_step is not None:
+                        for s in drained:
+                            on_step(s.step, s.loss, s.as_logs())
                 if step >= config.steps:
                     break
             else:
@@ -664,8 +700,8 @@ def fit(
         if curve is not None:
             curve.close()
         model.train(was_training)
-    return FitResult(step, losses[-1] if losses else math.nan, losses, resumed_from,
-                     time.perf_counter() - start_time, samples, logs, str(curve.path) if curve is not None else None)
+    return FitResult(step, losses[-1] if losses else math.nan, losses, resumed_from, time.perf_counter() - start_time,
+                     samples, logs, str(curve.path) if curve is not None else None, **shape)
 
 
 def fit_in_context(ctx: RunContext, model: nn.Module, loss_fn: LossFn, data: Dataset, *, stage: str = "train",

@@ -2,8 +2,10 @@
 
 Each worker sets torchrun's environment variables and calls ``fit`` (which joins the process
 group itself), trains uninterrupted, then trains again with a crash after a checkpoint and
-resumes; finally a loss that bypasses the DDP wrapper must be caught. Both ranks must end with identical weights, and the resumed run must equal the
-uninterrupted one.
+resumes; then trains with micro-batches and gradient accumulation on a loss whose samples hold
+unequal numbers of units; finally a loss that bypasses the DDP wrapper must be caught. Both ranks
+must end with identical weights, the resumed run must equal the uninterrupted one, and the
+accumulated run must equal one process training on the same global batches.
 """
 
 from __future__ import annotations
@@ -56,6 +58,25 @@ def noisy_mse(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tor
     return nn.functional.mse_loss(model(x), y)
 
 
+class Units(Regression):
+    """Each sample holds 1-4 target units (the rest masked): a mean over units, not samples."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = super().__getitem__(i)
+        mask = torch.arange(4) <= i % 4
+        return x, y.expand(4) * torch.linspace(0.5, 2.0, 4), mask
+
+
+def unit_mse(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    x, y, mask = batch
+    err = (model(x) - y) ** 2
+    units = mask.sum()
+    return (err * mask).sum() / units, {"loss_weight": units}
+
+
+ACCUMULATED = FitConfig(steps=6, batch_size=8, micro_batch_size=2, lr=5e-2, warmup_steps=2)  # 2 micro-batches × 2 ranks
+
+
 def make_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
@@ -94,6 +115,8 @@ def worker(rank: int, port: int, out: str) -> None:
         resumed = make_model()
         r2 = fit(resumed, noisy_mse, Regression(), interrupted, device="cpu", seed=1, progress=False,
                  checkpoint_dir=root / "resumed")
+        accumulated = make_model()
+        r3 = fit(accumulated, unit_mse, Units(), ACCUMULATED, device="cpu", seed=1, progress=False)
         diverged = ""
         try:  # bypassing the DDP wrapper skips gradient averaging: fit must notice, on every rank
             fit(make_model(), lambda m, b: noisy_mse(unwrap(m), b), Regression(), cfg, device="cpu",
@@ -101,7 +124,8 @@ def worker(rank: int, port: int, out: str) -> None:
         except RuntimeError as exc:
             diverged = str(exc)
         torch.save({"diverged": diverged, "init": init, "straight": straight.state_dict(), "resumed": resumed.state_dict(),
-                    "losses": (r1.losses, r2.losses), "resumed_from": r2.resumed_from,
+                    "accumulated": accumulated.state_dict(), "shape": (r3.world_size, r3.micro_batch_size, r3.accumulate,
+                                                                      r3.global_batch_size), "losses": (r1.losses, r2.losses), "resumed_from": r2.resumed_from,
                     "samples": r1.samples_seen, "main": is_main_process()}, root / f"rank{rank}.pt")
     finally:
         if dist.is_initialized():
@@ -133,7 +157,14 @@ def test_two_cpu_ranks_agree_and_resume_exactly(tmp_path: Path) -> None:
     assert r0["losses"][0] == r0["losses"][1] and r1["losses"][0] == r1["losses"][1]
     assert r0["losses"][0] != r1["losses"][0]  # each rank saw its own shard
     assert r0["resumed_from"] == r1["resumed_from"] == 3
-    assert r0["samples"] == STEPS * 4 * WORLD
+    assert r0["samples"] == STEPS * 4  # batch_size is the global batch: 2 samples per rank and step
+    assert r0["shape"] == r1["shape"] == (WORLD, 2, 2, 8)
+    single = make_model()  # one process, the whole global batch of 8 in one forward: the plain global mean
+    fit(single, unit_mse, Units(), dataclasses.replace(ACCUMULATED, micro_batch_size=0), device="cpu", seed=1,
+        progress=False)
+    for name, value in single.state_dict().items():
+        assert torch.equal(r0["accumulated"][name], r1["accumulated"][name]), name
+        torch.testing.assert_close(r0["accumulated"][name], value, rtol=1e-5, atol=1e-6)
     assert r0["main"] and not r1["main"]
     assert "diverged" in r0["diverged"] and "diverged" in r1["diverged"]
     for sub in ("straight", "resumed"):  # rank 0 alone wrote, atomically: its checkpoint and its curve, one line per step
