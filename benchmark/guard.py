@@ -40,9 +40,9 @@ def without(obj: Mapping[str, Any], hidden: Iterable[str]) -> dict[str, Any]:
     return {k: entry_copy(v) for k, v in obj.items() if k not in drop}
 
 
-def _item_function(dataset: Any, hidden: tuple[str, ...]) -> Callable[[int], dict[str, Any]]:
-    def item(i: int) -> dict[str, Any]:
-        return without(dataset[i], hidden)
+def _item_function(dataset: Any, hidden: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+    def item(key: Any) -> dict[str, Any]:
+        return without(dataset[key], hidden)
 
     return item
 
@@ -55,19 +55,22 @@ class EntryView(torch.utils.data.Dataset):
     the reader, store or files of other splits by attribute access.
     """
 
-    __slots__ = ("_item", "_len")
+    __slots__ = ("_item", "_len", "epoch_seeded")
 
     def __init__(self, dataset: Any, hidden: Iterable[str] = ()):
         self._item = _item_function(dataset, tuple(hidden))
         self._len = len(dataset)
+        # (epoch, index) keys pass through to an epoch-seeded dataset (benchmark.loading.split_key)
+        self.epoch_seeded = bool(getattr(dataset, "epoch_seeded", False))
 
     def __len__(self) -> int:
         return self._len
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, i = key if self.epoch_seeded and isinstance(key, tuple) else (None, key)
         if not -self._len <= i < self._len:
             raise IndexError(f"index {i} out of range for a view of {self._len} samples")
-        return self._item(i % self._len)
+        return self._item(i % self._len if epoch is None else (epoch, i % self._len))
 
     def __repr__(self) -> str:
         return f"EntryView({self._len} samples)"

@@ -12,17 +12,22 @@ training, and the same names prefixed with ``eval_`` for evaluation loaders.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
     "CUDA_MAX_WORKERS",
     "CUDA_PREFETCH_FACTOR",
     "LOADER_KEYS",
+    "EpochKeys",
+    "epoch_generator",
+    "epoch_rng",
     "eval_loader_kwargs",
     "loader_kwargs",
+    "split_key",
     "usable_cores",
 ]
 
@@ -100,3 +105,55 @@ def eval_loader_kwargs(hparams: Mapping[str, Any] | None, device: str | torch.de
     if chosen["persistent_workers"] is None:
         chosen["persistent_workers"] = False
     return loader_kwargs(device, **chosen)
+
+
+# --------------------------------------------------------------------------- epoch-seeded datasets
+# A dataset with ``epoch_seeded = True`` is indexed with ``(epoch, index)`` keys and draws its
+# randomness from (its seed, epoch, index) only. Why: a counter or RNG state kept in the dataset
+# object lives in each worker's copy (advanced there, lost on re-fork), so with worker processes
+# the draws would repeat every epoch or depend on which worker read which item.
+
+
+def split_key(key: int | tuple[int, int]) -> tuple[int, int]:
+    """``(epoch, index)`` of a dataset key: a plain int is epoch 0."""
+    if isinstance(key, tuple):
+        if len(key) != 2:
+            raise TypeError(f"an epoch-seeded dataset key is (epoch, index), got {key!r}")
+        epoch, index = key
+    else:
+        epoch, index = 0, key
+    if isinstance(epoch, bool) or isinstance(index, bool) or int(epoch) != epoch or int(index) != index or epoch < 0:
+        raise TypeError(f"dataset key must be an index or (epoch >= 0, index) of integers, got {key!r}")
+    return int(epoch), int(index)
+
+
+def epoch_rng(seed: int, epoch: int, index: int, *salt: int) -> np.random.Generator:
+    """The NumPy generator of one read: a pure function of (seed, epoch, index[, salt...])."""
+    return np.random.default_rng([int(seed) % 2**63, int(epoch), int(index) % 2**63, *(int(s) % 2**63 for s in salt)])
+
+
+def epoch_generator(seed: int, epoch: int, index: int, *salt: int) -> torch.Generator:
+    """A torch generator seeded like :func:`epoch_rng` (for code that draws with torch)."""
+    state = np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(index) % 2**63, *(int(s) % 2**63 for s in salt)])
+    return torch.Generator().manual_seed(int(state.generate_state(1, np.uint64)[0]) >> 1)
+
+
+class EpochKeys(torch.utils.data.Sampler):
+    """Sequential ``(epoch, index)`` keys over ``n`` items for a loader read ``epochs`` times in order.
+
+    For loops outside ``fit`` that read an epoch-seeded training view more than once (each pass
+    must draw afresh) with a plain DataLoader (``batch_size``, ``sampler=EpochKeys(...)``).
+    """
+
+    def __init__(self, n: int, epochs: int = 1, first_epoch: int = 0):
+        if n < 0 or epochs < 0 or first_epoch < 0:
+            raise ValueError(f"EpochKeys needs n, epochs, first_epoch >= 0, got {n}, {epochs}, {first_epoch}")
+        self.n, self.epochs, self.first_epoch = n, epochs, first_epoch
+
+    def __len__(self) -> int:
+        return self.n * self.epochs
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for epoch in range(self.first_epoch, self.first_epoch + self.epochs):
+            for index in range(self.n):
+                yield epoch, index

@@ -35,7 +35,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ import torch
 
 from benchmark.errors import DataError
 from tasks.sits.checks import integer_labels, nonfinite_message
+from tasks.sits.subsample import even_indices
+
+WindowFn = Callable[[torch.Tensor | None, tuple[int, int]], tuple[int, int, int, int] | None]
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +245,7 @@ class PastisRDataset(torch.utils.data.Dataset):
             for sat, channels in (("S2", 10), (radar, 3)):
                 mean, std = self._norm_stats(sat, channels, props)
                 self._stats[sat] = (torch.as_tensor(mean, dtype=torch.float32)[:, None, None], torch.as_tensor(std, dtype=torch.float32)[:, None, None])
+        self._finite: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, int]] = {}  # file -> (dates kept, NaN/inf count)
         self._cache: dict[int, dict[str, Any]] | None = None
         if cache == "auto":
             cache = self._estimated_bytes() < CACHE_LIMIT_BYTES
@@ -332,9 +336,30 @@ class PastisRDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def reads_windows(self) -> bool:
+        """Whether :meth:`read` decodes only what is used (without the in-memory cache; with it,
+        whole decoded samples are kept and sliced by the caller)."""
+        return self._cache is None
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
+        sample = self.read(index)
+        if self._cache is not None:
+            self._cache[index] = sample
+        return sample
+
+    def read(self, index: int, *, length: int | None = None, window: WindowFn | None = None,
+             with_label: bool = True) -> dict[str, Any]:
+        """Sample ``index`` with ``length`` evenly spaced dates per modality and the spatial window
+        ``window(label or None, (H, W))`` chooses (None: all), decoding only those.
+
+        The arrays are memory-mapped and sliced before conversion, so a crop of a subset of dates
+        costs what it keeps, not the ~26 MB of a whole decoded patch; values are those of the
+        whole-patch decode, cropped and subsampled (non-finite dates are found on the whole
+        series, once per file and process).
+        """
         props = self.meta[index]
         pid = self.ids[index]
         target_path = self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy"
@@ -342,35 +367,57 @@ class PastisRDataset(torch.utils.data.Dataset):
         label = torch.from_numpy(integer_labels(np.asarray(target[0]), f"{target_path}: channel 0 (semantic labels)"))
         if label.min() < 0 or label.max() >= NUM_LABELS:
             raise DataError(f"{target_path}: label values must be in 0..{NUM_LABELS - 1}, found {int(label.min())}..{int(label.max())}")
-        sample: dict[str, Any] = {"id": pid, "label": label}
+        hw = (int(label.shape[0]), int(label.shape[1]))
+        box = None if window is None else window(label if with_label else None, hw)
+        y, x, h, w = box if box is not None else (0, 0, *hw)
+        sample: dict[str, Any] = {"id": pid}
+        if with_label:
+            sample["label"] = label[y:y + h, x:x + w] if box is not None else label
         if props.get(CENTROID_KEY) is not None:
             sample["coords"] = torch.tensor(props[CENTROID_KEY], dtype=torch.float32)
         for key, sat in (("optical", "S2"), ("radar", self.radar)):
             arr = self._array(sat, pid)
             array_path = self.root / f"DATA_{sat}" / f"{sat}_{pid}.npy"
-            if arr.shape[2:] != label.shape:
-                raise DataError(f"{array_path}: spatial size {arr.shape[2:]} differs from the label's {tuple(label.shape)}")
-            if key == "optical" and self.optical_bands == "rgb":
-                x = torch.from_numpy(np.array(arr[:, list(RGB)], dtype=np.float32))
-            else:
-                x = torch.from_numpy(np.array(arr, dtype=np.float32))
-            finite = torch.isfinite(x)
-            clean = bool(finite.all())
-            if not clean and not bool(finite.any()):
-                raise DataError(f"{array_path}: contains NaN or inf only (no finite value)")
+            if arr.shape[2:] != hw:
+                raise DataError(f"{array_path}: spatial size {arr.shape[2:]} differs from the label's {hw}")
+            channels = list(RGB) if key == "optical" and self.optical_bands == "rgb" else list(range(arr.shape[1]))
+            keep, bad, total = self._finite_dates(arr, channels, array_path)
+            dates = self._dates(props, sat, arr.shape[0], pid)
+            kept = np.flatnonzero(keep)
+            chosen = kept if length is None else kept[even_indices(len(kept), length).numpy()]
+            block = np.empty((len(chosen), len(channels), h, w), dtype=np.float32)
+            for row, t in enumerate(chosen):  # only the kept dates' window leaves the memory map
+                block[row] = arr[t, channels, y:y + h, x:x + w]
+            values = torch.from_numpy(block)
+            finite = torch.isfinite(values) if bad else None
             if self.normalize:
                 mean, std = self._stats[sat]
                 if key == "optical" and self.optical_bands == "rgb":
                     mean, std = mean[list(RGB)], std[list(RGB)]
-                x = (x - mean) / std
-            dates = self._dates(props, sat, x.shape[0], pid)
-            if not clean:  # policy of tasks.sits.checks: 0 after normalisation; dates with no finite value dropped
-                x = torch.where(finite, x, torch.zeros((), dtype=x.dtype))
-                keep = finite.flatten(1).any(1)
-                x, dates = x[keep], dates[keep]
-                self._report_nonfinite(array_path, int((~finite).sum()), finite.numel(), int((~keep).sum()))
-            sample[key] = x
-            sample[f"{key}_dates"] = dates
-        if self._cache is not None:
-            self._cache[index] = sample
+                values = (values - mean) / std
+            if finite is not None:  # policy of tasks.sits.checks: 0 after normalisation; dates with no finite value dropped
+                values = torch.where(finite, values, torch.zeros((), dtype=values.dtype))
+                self._report_nonfinite(array_path, bad, total, int((~keep).sum()))
+            sample[key] = values
+            sample[f"{key}_dates"] = dates[torch.from_numpy(chosen)]
         return sample
+
+    def _finite_dates(self, arr: np.ndarray, channels: list[int], path: Path) -> tuple[np.ndarray, int, int]:
+        """(dates holding a finite value [T] bool, non-finite values, values) of ``arr[:, channels]``
+        as float32; integer arrays are finite without a look, float ones are scanned once per file."""
+        total = arr.shape[0] * len(channels) * arr.shape[2] * arr.shape[3]
+        if np.issubdtype(arr.dtype, np.integer):
+            return np.ones(arr.shape[0], dtype=bool), 0, total
+        key = (str(path), tuple(channels))
+        if key not in self._finite:
+            keep = np.empty(arr.shape[0], dtype=bool)
+            bad = 0
+            for t in range(arr.shape[0]):  # one date at a time: never the whole series as float32
+                finite = np.isfinite(np.asarray(arr[t, channels], dtype=np.float32))
+                keep[t] = finite.any()
+                bad += int(finite.size - np.count_nonzero(finite))
+            if not keep.any():
+                raise DataError(f"{path}: contains NaN or inf only (no finite value)")
+            self._finite[key] = (keep, bad)
+        keep, bad = self._finite[key]
+        return keep, bad, total

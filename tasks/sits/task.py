@@ -22,10 +22,12 @@ from benchmark.collate import sits_collate
 from benchmark.contracts import Cell, DataIdentity, PairedComparison, RunContext, TaskSpec
 from benchmark.data import resolve_data_root
 from benchmark.errors import DataError
+from benchmark.loading import epoch_generator, split_key
 
 from ..common.integrity import generation_lock, record_verified, verify_files
 from .splits import check_disjoint, file_sha256, label_subset, read_split_file
 from .subsample import subsample_sample
+from .window import Window, crop_fields, crop_window
 
 log = logging.getLogger(__name__)
 
@@ -77,45 +79,32 @@ class SITSData:
 def random_crop(sample: dict[str, Any], size: int, ignore_index: int, generator: torch.Generator | None = None) -> dict[str, Any]:
     """The same random ``size × size`` window of every spatial field of a SITS sample.
 
-    With a label, only windows holding at least one labelled pixel are drawn (as Rustowicz et al.
-    keep only 32 × 32 grids with a label): an all-ignored crop would give an undefined loss.
-    Samples no larger than ``size`` are returned unchanged.
+    With a label, only windows holding at least one labelled pixel are drawn
+    (``tasks.sits.window.crop_window``). Samples no larger than ``size`` are returned unchanged.
     """
     if size < 1:
         raise ValueError(f"crop size must be positive, got {size}")
     sizes = {tuple(sample[m].shape[-2:]) for m in MODALITIES if m in sample}
     if len(sizes) != 1:
         raise ValueError(f"random_crop needs the modalities of sample {sample.get('id')!r} on one grid, got sizes {sorted(sizes)}")
-    h, w = sizes.pop()
-    if h <= size and w <= size:
-        return sample
-    ch, cw = min(size, h), min(size, w)
-    label = sample.get("label")
-    if label is not None:
-        valid = (label != ignore_index).to(torch.int64)
-        integral = torch.nn.functional.pad(valid.cumsum(0).cumsum(1), (1, 0, 1, 0))
-        counts = integral[ch:, cw:] - integral[:-ch, cw:] - integral[ch:, :-cw] + integral[:-ch, :-cw]
-        offsets = (counts > 0).nonzero()
-        if len(offsets) == 0:  # no labelled pixel anywhere: any window (the loss ignores it)
-            offsets = torch.ones_like(counts).nonzero()
-    else:
-        offsets = torch.ones(h - ch + 1, w - cw + 1, dtype=torch.int64).nonzero()
-    y, x = offsets[int(torch.randint(len(offsets), (1,), generator=generator))].tolist()
-    out = dict(sample)
-    for key, value in sample.items():
-        if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[-2:] == (h, w):
-            out[key] = value[..., y:y + ch, x:x + cw]
-    return out
+    hw = sizes.pop()
+    return crop_fields(sample, hw, crop_window(sample.get("label"), hw, size, ignore_index, generator))
 
 
 class _View(torch.utils.data.Dataset):
     """A split's samples restricted to ``ids``, optionally without labels, temporally subsampled,
-    optionally randomly cropped (training views only; the crop uses torch's global RNG, which the
-    training loop seeds and checkpoints; exact replay on resume holds with ``num_workers=0``, the
-    harness's default)."""
+    optionally randomly cropped (training views only).
+
+    Epoch-seeded (``benchmark.loading``): the crop of key ``(epoch, i)`` is drawn from (seed,
+    epoch, i) only, so worker processes crop exactly as one process would, a new window every
+    epoch, and resumed runs replay them; ``view[i]`` is epoch 0. A reader that can read windows
+    (``reads_windows``: memory-mapped arrays) decodes only the kept dates and the crop.
+    """
+
+    epoch_seeded = True
 
     def __init__(self, reader: Any, ids: list[str] | None, with_label: bool, length: int | None,
-                 crop: int | None = None, ignore_index: int = -1):
+                 crop: int | None = None, ignore_index: int = -1, seed: int = 0):
         self.reader = reader
         all_ids = [str(i) for i in reader.ids]
         if ids is None:
@@ -128,17 +117,24 @@ class _View(torch.utils.data.Dataset):
             self.index = [pos[i] for i in ids]
         self.with_label = with_label
         self.length = length
-        self.crop, self.ignore_index = crop, ignore_index
+        self.crop, self.ignore_index, self.seed = crop, ignore_index, seed
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, i = split_key(key)
+        generator = epoch_generator(self.seed, epoch, i) if self.crop is not None else None
+        if getattr(self.reader, "reads_windows", False):
+            def window(label: torch.Tensor | None, hw: tuple[int, int]) -> Window | None:
+                return None if self.crop is None else crop_window(label, hw, self.crop, self.ignore_index, generator)
+
+            return self.reader.read(self.index[i], length=self.length, window=window, with_label=self.with_label)
         sample = dict(self.reader[self.index[i]])
         if not self.with_label:
             sample.pop("label", None)
         if self.crop is not None:
-            sample = random_crop(sample, self.crop, self.ignore_index)
+            sample = random_crop(sample, self.crop, self.ignore_index, generator)
         return subsample_sample(sample, self.length)
 
 
@@ -290,14 +286,16 @@ class SITSTask(ABC):
         source = cell.params.get("pretrain_source") or self.spec.name
         match = cell.params.get("pretrain_match") or (self.spec.name if source != self.spec.name else None)
         if source == self.spec.name and match in (None, self.spec.name):
-            return _View(self._reader(data, "train"), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile))
+            return _View(self._reader(data, "train"), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile),
+                         seed=getattr(ctx, "seed", 0))
         task, pool = self._pretrain_pool(data, source, ctx)
         if match is None or match == source:
             ids = None
         else:
             n = min(len(pool.split_ids["train"]), len(self._pretrain_pool(data, match, ctx)[1].split_ids["train"]))
             ids = ranked_subset(pool.split_ids["train"], n, pool.subset_seed)
-        return _View(task._reader(pool, "train"), ids, with_label=False, length=length, crop=task.train_crop.get(ctx.profile))
+        return _View(task._reader(pool, "train"), ids, with_label=False, length=length, crop=task.train_crop.get(ctx.profile),
+                     seed=getattr(ctx, "seed", 0))
 
     def _pretrain_pool(self, data: SITSData, name: str, ctx: RunContext) -> tuple[SITSTask, SITSData]:
         """(task, resolved data) of a pre-training pool: ours, or another task's resolved from the
@@ -315,7 +313,7 @@ class SITSTask(ABC):
         ids = self.train_ids(data, float(cell.params["label_fraction"])) if split == "train" else None
         crop = self.train_crop.get(ctx.profile) if split == "train" else None
         return _View(self._reader(data, split), ids, with_label=True, length=self.temporal_length.get(ctx.profile),
-                     crop=crop, ignore_index=self.spec.metric.ignore_index)
+                     crop=crop, ignore_index=self.spec.metric.ignore_index, seed=getattr(ctx, "seed", 0))
 
     collate = staticmethod(sits_collate)
 

@@ -2,7 +2,8 @@
 
 * Candidates: every observation time t0 of a storm; the window holds the storm's observations with
   t0 − δmax < t ≤ t0; a candidate needs at least ``min_sources`` distinct sources.
-* Training (train/val splits): every candidate; up to 3 observations drawn at random per read
+* Training (train/val splits): every candidate; up to 3 observations drawn at random per epoch, a
+  pure function of (seed, window, epoch) so data-loading workers draw what one process would
   (val: drawn once, seeded by the window, so validation is repeatable); no target (the entry
   chooses what to hide).
 * Evaluation (test split): the earliest eligible reference of every 6 h bin (floor of t0 to 6 h
@@ -28,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from benchmark.loading import split_key
 
 from .store import Store
 
@@ -153,24 +156,33 @@ def make_item(store: Store, w: Window, rows: list[int], crop: int | None, window
 
 
 class TrainWindows(torch.utils.data.Dataset):
-    """Training windows: up to 3 observations at random (redrawn per read unless ``fixed``)."""
+    """Training windows: up to 3 observations at random (redrawn every epoch unless ``fixed``).
+
+    Epoch-seeded (``benchmark.loading``): the subset read for key ``(epoch, i)`` is a pure function
+    of (seed, window id, epoch), so worker processes, persistent or re-forked each epoch, draw
+    exactly what a single process would; ``windows[i]`` is epoch 0.
+    """
+
+    epoch_seeded = True
 
     def __init__(self, store: Store, windows: list[Window], window_h: float, crop: int | None, seed: int, fixed: bool = False,
                  max_sources: int = MAX_TRAIN_SOURCES):
         self.store, self.windows, self.window_h, self.crop = store, windows, window_h, crop
         self.seed, self.fixed, self.max_sources = seed, fixed, max_sources
-        self.draws = np.zeros(len(windows), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def draw(self, epoch: int, i: int) -> list[int]:
+        """Store rows of window ``i`` read at ``epoch`` (the same at every epoch when ``fixed``)."""
         w = self.windows[i]
-        stream = [self.seed, _hash_int(w.id) % 2**32] + ([] if self.fixed else [int(self.draws[i])])
-        self.draws[i] += 1
-        rng = np.random.default_rng(stream)
-        chosen = set(rng.permutation(len(w.rows))[: self.max_sources].tolist())
-        return make_item(self.store, w, [r for j, r in enumerate(w.rows) if j in chosen], self.crop, self.window_h)
+        stream = [self.seed, _hash_int(w.id) % 2**32] + ([] if self.fixed else [epoch])
+        chosen = set(np.random.default_rng(stream).permutation(len(w.rows))[: self.max_sources].tolist())
+        return [r for j, r in enumerate(w.rows) if j in chosen]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, i = split_key(key)
+        return make_item(self.store, self.windows[i], self.draw(epoch, i), self.crop, self.window_h)
 
 
 class EvalWindows(torch.utils.data.Dataset):
