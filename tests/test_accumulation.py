@@ -212,3 +212,21 @@ def test_compile_trains_through_the_compiled_module(monkeypatch: pytest.MonkeyPa
     model, result = train(dataclasses.replace(CFG, steps=3, compile=True))
     assert len(compiled) == 1 and result.steps_done == 3
     assert result.losses == pytest.approx(r_plain.losses, rel=1e-6)
+
+
+def test_motif_weights_its_micro_batches_by_their_targets() -> None:
+    """MoTiF's loss is a mean over targets; weighted by ``scored_targets`` the micro-batch losses
+    give the mean over all targets of the global batch (one micro-batch has an empty target)."""
+    from reference_models.motif_fm.flow import masked_mse, scored_targets
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(5, 2, 3, 3, generator=g), torch.randn(5, 2, 3, 3, generator=g)
+    valid = torch.rand(5, 2, 3, 3, generator=g) > 0.4
+    valid[3] = False  # a swath with nothing observed: not a target
+    parts = [slice(0, 1), slice(1, 5)]
+    losses = [masked_mse(pred[s], target[s], valid[s]) for s in parts]
+    weights = [scored_targets(valid[s]) for s in parts]
+    assert [int(w) for w in weights] == [1, 3]
+    combined = sum(w * loss for w, loss in zip(weights, losses, strict=True)) / sum(weights)
+    torch.testing.assert_close(combined, masked_mse(pred, target, valid))
+    assert not torch.allclose(sum(losses) / 2, masked_mse(pred, target, valid))

@@ -37,11 +37,10 @@ def masked_mse(pred: Tensor, target: Tensor, valid: Tensor, target_dims: int = 1
     Targets with no valid entry (a missing slot, a swath with nothing observed) are left out; a
     batch without any valid entry gives 0, still attached to the graph (a zero, finite gradient).
 
-    Under gradient accumulation the fit loop averages the micro-batch losses, each of which is
-    this mean over its own micro-batch's targets: micro-batches are weighted equally (not by their
-    number of targets), which equals the mean over all the targets of the accumulated batch when
-    every micro-batch holds the same number of targets. No host synchronisation: the counts stay
-    on the device.
+    Under gradient accumulation (and DDP) each micro-batch's loss is this mean over its own
+    targets; the training losses return ``scored_targets`` as fit's ``loss_weight``, so fit weights
+    each micro-batch by its number of targets and the gradient is that of the mean over all the
+    targets of the global batch. No host synchronisation: the counts stay on the device.
     """
     if target_dims < 1 or target_dims >= pred.ndim:
         raise ValueError(f"target_dims must be in [1, {pred.ndim - 1}], got {target_dims}")
@@ -56,6 +55,11 @@ def masked_mse(pred: Tensor, target: Tensor, valid: Tensor, target_dims: int = 1
 
 def crop(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x[..., : size[0], : size[1]]
+
+
+def scored_targets(valid: Tensor, target_dims: int = 1) -> Tensor:
+    """How many targets ``masked_mse`` averages over (those with a valid entry): a 0-d device tensor."""
+    return valid.flatten(target_dims).any(-1).sum()
 
 
 class MotifFlowMatching(nn.Module):
@@ -81,7 +85,7 @@ class MotifFlowMatching(nn.Module):
         xt = (1 - tb) * x0 + tb * x1
         v = self.backbone(self.backbone.context(slots), xt, t)
         loss = masked_mse(v, x1 - x0, valid)
-        return loss, {"sources_per_sample": float(slots.present.float().sum(1).mean())}
+        return loss, {"sources_per_sample": float(slots.present.float().sum(1).mean()), "loss_weight": scored_targets(valid)}
 
     @torch.no_grad()
     def sample(self, batch: Mapping[str, Any], n: int, generator: torch.Generator, steps: int = 24, chunk: int = 10) -> Tensor:
@@ -134,8 +138,9 @@ class MotifDeterministic(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
         slots = pack(batch, random_targets(batch), self.patch)
         y = slots.values[0]
-        loss = masked_mse(self._predict(slots), torch.nan_to_num(y, nan=0.0), torch.isfinite(y))
-        return loss, {"sources_per_sample": float(slots.present.float().sum(1).mean())}
+        valid = torch.isfinite(y)
+        loss = masked_mse(self._predict(slots), torch.nan_to_num(y, nan=0.0), valid)
+        return loss, {"sources_per_sample": float(slots.present.float().sum(1).mean()), "loss_weight": scored_targets(valid)}
 
     @torch.no_grad()
     def sample(self, batch: Mapping[str, Any], n: int, generator: torch.Generator, steps: int = 0, chunk: int = 0) -> Tensor:
