@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from benchmark.contracts import EntryMetadata, RunContext
+from benchmark.loading import LOADER_KEYS, EpochKeys, loader_kwargs
 
 
 def pixel_features(batch: dict[str, Any], modality: str, n_dates: int) -> np.ndarray:
@@ -64,21 +65,26 @@ class PixelRandomForest:
         self.n_dates = int(hp["n_dates"])
         self.num_classes = int(ctx.task_info["num_classes"])
         ignore = ctx.task_info["ignore_index"]
-        loader = torch.utils.data.DataLoader(labeled, batch_size=8, shuffle=False, collate_fn=ctx.collate)
         # Cropped training views (South Sudan at mini) show a random window per read: read them
-        # ``crop_passes`` times so the forest sees about as many pixels as from whole patches.
+        # ``crop_passes`` times so the forest sees about as many pixels as from whole patches;
+        # an epoch-seeded view draws a new window per pass from (seed, pass, index).
         cropped = bool((ctx.task_info.get("recipe") or {}).get("train_crop"))
         passes = int(hp.get("crop_passes", 1)) if cropped else 1
+        keys: Any = (EpochKeys(len(labeled), passes) if getattr(labeled, "epoch_seeded", False)
+                     else [i for _ in range(passes) for i in range(len(labeled))])
+        settings = {key: hp.get(key) for key in LOADER_KEYS}
+        settings["pin_memory"] = False  # features are computed on the host: nothing goes to a device
+        loader = torch.utils.data.DataLoader(labeled, batch_size=8, sampler=keys, collate_fn=ctx.collate,
+                                             **loader_kwargs(ctx.device, **settings))
         xs, ys = [], []
-        with ctx.progress(passes * len(loader), f"features {modality}") as bar:
-            for _ in range(passes):
-                for batch in loader:
-                    f = pixel_features(batch, modality, self.n_dates)
-                    y = batch["label"].numpy()
-                    keep = y != ignore
-                    xs.append(f[keep])
-                    ys.append(y[keep])
-                    bar.update(1)
+        with ctx.progress(len(loader), f"features {modality}") as bar:
+            for batch in loader:
+                f = pixel_features(batch, modality, self.n_dates)
+                y = batch["label"].numpy()
+                keep = y != ignore
+                xs.append(f[keep])
+                ys.append(y[keep])
+                bar.update(1)
         x, y = np.concatenate(xs), np.concatenate(ys)
         rng = np.random.default_rng(ctx.seed)
         if len(x) > hp["max_pixels"]:

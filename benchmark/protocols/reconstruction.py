@@ -25,6 +25,7 @@ import torch
 
 from ..contracts import Cell, RunContext, TaskSpec
 from ..guard import EntryView, without
+from ..loading import eval_loader_kwargs
 from ..locks import stage_lock
 from ..metrics import crps_ensemble
 from ..scoring import check_defined, score_job
@@ -107,7 +108,8 @@ def score(task: Any, data: Any, cell: Cell, ctx: RunContext, predict: Callable[[
     spec: TaskSpec = task.spec
     members = int(spec.metric.ensemble_size or 1)
     test = task.windows(data, "test", cell, ctx)
-    loader = torch.utils.data.DataLoader(test, batch_size=int(ctx.hparams.get("eval_batch_size", 8)), shuffle=False, collate_fn=getattr(task, "collate", None))
+    loader = torch.utils.data.DataLoader(test, batch_size=int(ctx.hparams.get("eval_batch_size", 8)), shuffle=False,
+                                         collate_fn=getattr(task, "collate", None), **eval_loader_kwargs(ctx.hparams, ctx.device))
     cols: dict[str, list[np.ndarray]] = {}
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"sample {cell.name}") as bar:

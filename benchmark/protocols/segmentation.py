@@ -21,6 +21,7 @@ import torch
 from ..contracts import Cell, RunContext, TaskSpec
 from ..errors import EntryOutputError
 from ..guard import EntryView, without
+from ..loading import eval_loader_kwargs
 from ..locks import stage_lock
 from ..metrics import confusion_matrix
 from ..scoring import check_defined, score_job
@@ -31,8 +32,10 @@ from . import JobOutput, stage_keys
 HIDDEN = ("label",)  # what a segmentation entry never sees at pre-training or prediction time
 
 
-def _loader(dataset: Any, task: Any, batch_size: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(task, "collate", None))
+def _loader(dataset: Any, task: Any, batch_size: int, ctx: RunContext) -> torch.utils.data.DataLoader:
+    """The test loader, in order; workers / pinning / prefetch per device and ``eval_*`` hparams."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(task, "collate", None),
+                                       **eval_loader_kwargs(ctx.hparams, ctx.device))
 
 
 def score_confusions(cms: np.ndarray, spec: TaskSpec) -> dict[str, dict[str, Any]]:
@@ -87,7 +90,7 @@ def score(task: Any, data: Any, cell: Cell, ctx: RunContext, predict: Callable[[
     class maps that come back (checked: shape, classes)."""
     spec: TaskSpec = task.spec
     k, ignore = spec.metric.num_classes, spec.metric.ignore_index
-    loader = _loader(task.labeled(data, "test", cell, ctx), task, int(ctx.hparams.get("eval_batch_size", 4)))
+    loader = _loader(task.labeled(data, "test", cell, ctx), task, int(ctx.hparams.get("eval_batch_size", 4)), ctx)
     cms, ids = [], []
     t = time.perf_counter()
     with torch.inference_mode(), ctx.progress(len(loader), f"predict {cell.name}") as bar:
