@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.contracts import EntryMetadata, RunContext
-from benchmark.training import FitConfig, distributed_info
+from benchmark.training import FitConfig
 
 from .ssl_common import MODALITIES, SegmentationBaseline, gather_frames, sample_dates
 from .temporal_backbone import ConvLSTM, UpsampleDecoder
@@ -52,9 +52,9 @@ DAYS_PER_MONTH = DAYS_PER_YEAR / 12
 # Profiles are data. Paper = SatMAE's ViT-L (patch 16, encoder 1024 × 24, decoder 512 × 8, 384/192
 # temporal dims); fine-tuning budget = S4's. Learning rate: SatMAE's (MAE's) scaling rule
 # lr = blr × effective batch / 256 with blr = 1.5e-4, applied at run time to the batch this run
-# really has (``scaled_lr``): effective batch = per-rank batch × world size × accumulation. At paper
-# the per-rank batch stays 128, so one GPU trains at effective batch 128 → lr 7.5e-5, and 8 GPUs
-# under torchrun at 1024 → lr 6e-4 (SatMAE's setting). Budget: 100 epochs at batch 128 → ceil(1,460
+# really has (``scaled_lr``): effective batch = the global ``pretrain_batch_size`` (fit splits it
+# over ranks and micro-batches without changing it). At paper it is 128 → lr 7.5e-5 on any number
+# of GPUs (SatMAE's own 1024 gave 6e-4). Budget: 100 epochs at batch 128 → ceil(1,460
 # / 128) × 100 = 1,200 steps on PASTIS-R, ceil(554 / 128) × 100 = 500 on South Sudan; warm-up 5 %
 # of each stage (60 / 25 steps; was a fixed 500, i.e. no decay at all on South Sudan).
 # mini / smoke: blr chosen so that their lr is what it was (mini 1.5e-3 = 0.096 × 4 / 256, smoke
@@ -78,11 +78,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def effective_batch(hp: dict[str, Any]) -> int:
-    """Samples per optimizer step over all ranks: per-rank pre-training batch × world size ×
-    gradient accumulation (``pretrain_accumulate`` / ``accumulate``, default 1)."""
-    per_rank = FitConfig.from_hparams({"steps": 0, **hp}, "pretrain").batch_size
-    accumulate = int(hp.get("pretrain_accumulate", hp.get("accumulate", 1)))
-    return per_rank * distributed_info()[1] * accumulate
+    """Samples per optimizer step over all ranks: the pre-training ``batch_size``, which fit treats
+    as the global batch (micro-batches, accumulation and world size only split it)."""
+    return FitConfig.from_hparams({"steps": 0, **hp}, "pretrain").batch_size
 
 
 def scaled_lr(hp: dict[str, Any]) -> float:

@@ -77,7 +77,7 @@ def moco_schedule(steps: int, pool_size: int, batch: int, hp: dict[str, Any]) ->
 
 
 def rank_pool_size(n: int) -> int:
-    """Samples one rank sees per epoch (``DistributedSampler`` pads to ``ceil(n / world)``)."""
+    """Samples one rank sees per epoch (each global batch is shared out over the ranks)."""
     world = distributed_info()[1]
     return -(-int(n) // world)
 
@@ -87,8 +87,9 @@ def moco_hparams(hp: dict[str, Any], pool_size: int, keys_per_sample: int = 1) -
     stage ``fit`` will run (``pretrain_steps`` after ``epoch_steps``, per-rank batch and pool).
     ``keys_per_sample``: keys a sample pushes per step (CaCo: one per time window)."""
     cfg = FitConfig.from_hparams(hp, "pretrain")
+    per_rank = cfg.batch_size // distributed_info()[1]  # batch_size is the global batch: one rank's share
     momentum, queue = moco_schedule(cfg.steps, rank_pool_size(pool_size) * keys_per_sample,
-                                    cfg.batch_size * keys_per_sample, hp)
+                                    per_rank * keys_per_sample, hp)
     if (momentum, queue) != (float(hp["momentum"]), int(hp["queue_size"])):
         log.info("MoCo schedule for %d steps over %d samples (batch %d): momentum %.5g (profile %s), queue %d (profile %s)",
                  cfg.steps, pool_size, cfg.batch_size, momentum, hp["momentum"], queue, hp["queue_size"])
@@ -310,8 +311,8 @@ def epoch_steps(ctx: RunContext, stage: str, n: int) -> RunContext:
 
     The same rule as the S4 reference entry, so every method gets the same budget per profile
     (``BUDGET_RULE``: equal epochs, steps from the method's own batch). Like S4's, the count
-    ignores the world size: under ``torchrun`` every rank runs these steps over its share of the
-    pool, so W ranks see W times the epochs (for every method alike).
+    needs no world size: ``batch_size`` is the global batch, so W ranks together make the same
+    steps over the same epochs as one process.
     """
     hp = dict(ctx.hparams)
     if f"{stage}_steps" not in hp and f"{stage}_epochs" in hp:
@@ -322,9 +323,8 @@ def epoch_steps(ctx: RunContext, stage: str, n: int) -> RunContext:
 
 def steps_per_epoch(hp: dict[str, Any], stage: str, n: int) -> int:
     """Optimizer steps in one pass over ``n`` samples as ``benchmark.training.fit`` makes them
-    (under DDP each rank passes over its ``ceil(n / world)`` share)."""
+    (global batches of ``batch_size``, whatever the world size)."""
     cfg = FitConfig.from_hparams(hp, stage)
-    n = rank_pool_size(n)
     drop = cfg.drop_last and n >= cfg.batch_size
     return max(1, n // cfg.batch_size if drop else -(-n // cfg.batch_size))
 

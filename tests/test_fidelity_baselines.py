@@ -28,7 +28,7 @@ from baselines.ssl_common import (
     paired_similarity,
     similarity,
 )
-from benchmark import registry
+from benchmark import registry, training
 from benchmark.collate import sits_collate
 from benchmark.contracts import RunContext
 from benchmark.training import (
@@ -184,7 +184,7 @@ class _Pool(torch.utils.data.Dataset):
 def test_pretrainers_use_the_stage_schedule(entry: str, world: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ssl_common, "distributed_info", lambda: (0, world, 0))
     cls = registry.load_entry(entry)
-    hp = {**cls.profiles["smoke"], "pretrain_steps": 400, "pretrain_batch_size": 4, "momentum": 0.999, "queue_size": 16384}
+    hp = {**cls.profiles["smoke"], "pretrain_steps": 400, "pretrain_batch_size": 16, "momentum": 0.999, "queue_size": 16384}
     baseline = cls()
     baseline.channels = {"radar": 3, "optical": 3}
     baseline.net = seco.build_encoder(baseline.channels, hp)
@@ -192,7 +192,7 @@ def test_pretrainers_use_the_stage_schedule(entry: str, world: int, monkeypatch:
     keys = CONTRASTIVE[entry][1]
     per_rank = math.ceil(30 / world)
     assert model.momentum == pytest.approx(0.95)  # 1 - 20 / 400: the steps fit runs on every rank
-    assert model.queue_size == min(per_rank * keys, 4 * keys * 20)
+    assert model.queue_size == min(per_rank * keys, 16 // world * keys * 20)  # the global batch of 16, shared out
     assert all(q.keys.shape[0] == model.queue_size for qs in model.queues.values() for q in qs)
 
 
@@ -259,10 +259,10 @@ def test_pretrainer_logits_are_float32_under_bf16_autocast(entry: str, monkeypat
 
 
 # --------------------------------------------------------------------------- SatMAE lr
-def test_satmae_lr_scales_with_the_effective_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_satmae_lr_scales_with_the_global_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     hp = epoch_steps(_ctx(satmae.PROFILES["paper"]), "pretrain", POOLS["africa_crop_type"]).hparams
     world = {"n": 1}
-    monkeypatch.setattr(satmae, "distributed_info", lambda: (0, world["n"], 0))
+    monkeypatch.setattr(training, "distributed_info", lambda: (0, world["n"], 0))  # the world fit would see
 
     def lr(**extra: Any) -> float:
         ctx = satmae.SatMAE().pretrain_context(_Pool(1), _ctx({**hp, **extra}))
@@ -270,9 +270,10 @@ def test_satmae_lr_scales_with_the_effective_batch(monkeypatch: pytest.MonkeyPat
 
     one = lr()
     assert one == pytest.approx(1.5e-4 * 128 / 256)  # 7.5e-5 on one GPU, not SatMAE's 6e-4 for 1024
-    assert lr(accumulate=2) == pytest.approx(2 * one)
+    assert lr(pretrain_micro_batch_size=32) == pytest.approx(one)  # splitting the global batch changes no lr
     world["n"] = 8
-    assert lr() == pytest.approx(8 * one) == pytest.approx(6e-4)
+    assert lr() == pytest.approx(one)  # batch_size is the global batch: more GPUs, same batch, same lr
+    assert lr(pretrain_batch_size=1024) == pytest.approx(6e-4)  # SatMAE's own batch gives its lr
     cfg = FitConfig.from_hparams(hp, "pretrain")
     assert cfg.steps == 500 and cfg.warmup == 25  # South Sudan: the rate now decays
 
