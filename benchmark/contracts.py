@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ PROFILES: tuple[str, ...] = ("smoke", "mini", "paper")
 # per-job wall-clock limit by profile (seconds; ``run --job-timeout`` overrides): generous bounds
 # that only a hung job reaches (slowest committed mini job: 286 s on a loaded 2-core CPU)
 JOB_TIMEOUT_S: Mapping[str, float] = {"smoke": 1800.0, "mini": 6 * 3600.0, "paper": 7 * 24 * 3600.0}
+# how a stage's optimizer step was batched (``FitResult`` fields): ranks, samples per forward per
+# rank, micro-batches accumulated per step, and the global batch = their product
+BATCH_FIELDS: tuple[str, ...] = ("world_size", "micro_batch_size", "accumulate", "global_batch_size")
 
 
 # --------------------------------------------------------------------------- entries
@@ -105,7 +109,8 @@ class RunContext:
         """Let the harness see training throughput and the curve: pass the ``FitResult`` of
         ``benchmark.training.fit``, or any object with the attributes ``steps_done``,
         ``resumed_from``, ``samples_seen``, ``wall_time_s`` (missing ones count as 0) and optionally
-        ``curve_file`` (a file under the job's folder; see ``benchmark.curves``)."""
+        ``curve_file`` (a file under the job's folder; see ``benchmark.curves``) and the batching
+        of a step, :data:`BATCH_FIELDS` (missing ones are recorded as unknown, ``None``)."""
         curve = getattr(result, "curve_file", None)
         if curve is not None:
             try:
@@ -118,12 +123,20 @@ class RunContext:
             "samples": int(getattr(result, "samples_seen", 0)),
             "seconds": float(getattr(result, "wall_time_s", 0.0)),
             "curve": curve,
+            **{key: _whole_or_none(getattr(result, key, None)) for key in BATCH_FIELDS},
         }
 
     def generator(self, offset: int = 0) -> torch.Generator:
         g = torch.Generator()
         g.manual_seed(self.seed * 1_000_003 + offset)
         return g
+
+
+def _whole_or_none(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number (not a bool), else None: unknown, not guessed."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value != int(value):
+        return None
+    return int(value)
 
 
 class Entry(Protocol):

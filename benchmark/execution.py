@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import registry
-from .contracts import RunContext
+from .contracts import BATCH_FIELDS, RunContext
 from .curves import TENSORBOARD_ENV
 from .isolation import Channel, JobEnded, Session
 from .protocols import JobOutput, get_protocol
@@ -154,6 +154,12 @@ def _number(value: Any, kind: type = float) -> Any:
     return kind(value)
 
 
+def _count(value: Any) -> int | None:
+    """A positive whole number the job reported (a batch size, a rank count), else None (unknown)."""
+    number = _number(value, int)
+    return number if number is not None and number >= 1 and number == value else None
+
+
 def _inside(path: Any) -> str | None:
     """A path the job reports relative to its own folder, or None if it could point anywhere else."""
     if not isinstance(path, str) or not path or len(path) > 300:
@@ -169,7 +175,8 @@ def fit_log_from(raw: Any) -> dict[str, dict[str, Any]]:
         if isinstance(info, dict):
             out[str(stage)[:100]] = {"steps": _number(info.get("steps"), int) or 0, "resumed_from": _number(info.get("resumed_from"), int) or 0,
                                      "samples": _number(info.get("samples"), int) or 0, "seconds": _number(info.get("seconds")) or 0.0,
-                                     "curve": _inside(info.get("curve"))}
+                                     "curve": _inside(info.get("curve")),
+                                     **{key: _count(info.get(key)) for key in BATCH_FIELDS}}
     return out
 
 
@@ -184,6 +191,12 @@ def _result(out: JobOutput, ready: dict[str, Any], final: dict[str, Any], second
     out.extra = {**out.extra, "fit_log": fit_log}
     return JobResult(out, seconds, _number(final.get("peak_memory_mb")), str(final.get("peak_memory_kind", "?"))[:50],
                      _number(final.get("parameters"), int), env)
+
+
+def train_only(req: JobRequest, loaded: tuple[Any, Any, type] | None = None) -> dict[str, Any]:
+    """A non-zero rank's part of a job under torchrun: train in this process (DDP joins the ranks
+    inside ``fit``) and report the training log; rank 0 alone predicts and is scored."""
+    return JobProcess(req, loaded).train()
 
 
 def run_job(req: JobRequest, isolated: bool, timeout: float | None = None, env: dict[str, str] | None = None,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BenchmarkError
-from .execution import run_job
+from .execution import JobResult, run_job
 from .isolation import JobEnded, Outcome, describe
 from .plan import (
     Loaded,
@@ -34,6 +34,7 @@ from .plan import (
     resolve_device,
     task_recipe,
 )
+from .ranks import launched_world_size
 from .results import JobKey, ResultStore, environment, now_iso
 from .tamper import ResultsGuard
 from .training import seed_everything as seed_everything  # re-exported: entries' tests use it
@@ -56,8 +57,19 @@ def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, st
     """Execute one planned job (the entry in a job process unless its isolation is ``none``; the
     scoring here) and record it. ``env``: variables for the job's process (e.g. ``CUDA_VISIBLE_DEVICES``);
     ``guard``: restores other records the job changed, and fails the job for it."""
-    record = {**job.record, "started": now_iso()}
-    start = time.perf_counter()
+    record = _started(job, launched_world_size())
+    done = _attempt(job, loaded, env, guard, time.perf_counter())
+    return record_failure(job, done, record) if isinstance(done, Outcome) else _record_ok(job, done, record)
+
+
+def _started(job: PlannedJob, world_size: int) -> dict[str, Any]:
+    """The job's record as it starts: the plan's part, the start time, and the ranks it runs on."""
+    return {**job.record, "started": now_iso(), "execution": {**job.record.get("execution", {}), "world_size": world_size}}
+
+
+def _attempt(job: PlannedJob, loaded: Loaded | None, env: dict[str, str] | None, guard: ResultsGuard | None,
+             start: float) -> JobResult | Outcome:
+    """Run and score the job: its result, or the :class:`Outcome` saying why it has none."""
     objects = None if loaded is None else (loaded.task, loaded.data, loaded.entries[job.key.entry].cls)
     before = guard.snapshot() if guard is not None else None
     try:
@@ -67,12 +79,15 @@ def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, st
             raise JobEnded(f"the job changed {len(tampered)} file(s) of the results folder outside its checkpoint folder: "
                            f"{'; '.join(tampered[:3])}{' ...' if len(tampered) > 3 else ''}")
     except JobEnded as exc:
-        return record_failure(job, Outcome(False, error=exc.error, traceback=exc.traceback, seconds=time.perf_counter() - start,
-                                           timed_out=exc.timed_out), record)
+        return Outcome(False, error=exc.error, traceback=exc.traceback, seconds=time.perf_counter() - start, timed_out=exc.timed_out)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - a bad prediction (or, in process, anything the entry does) ends the job only
-        return record_failure(job, Outcome(False, error=describe(exc), traceback=traceback.format_exc(), seconds=time.perf_counter() - start), record)
+        return Outcome(False, error=describe(exc), traceback=traceback.format_exc(), seconds=time.perf_counter() - start)
+    return result
+
+
+def _record_ok(job: PlannedJob, result: JobResult, record: dict[str, Any]) -> JobSummary:
     out = result.output
     env = job_environment(job.request.device, result.environment)
     throughput = {**out.throughput, "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
@@ -126,7 +141,7 @@ def _training(job: PlannedJob, fit_log: dict[str, dict[str, Any]]) -> dict[str, 
 
 def record_failure(job: PlannedJob, outcome: Outcome, record: dict[str, Any] | None = None) -> JobSummary:
     """Record a job that ended without a result (never over an ok record: see ``ResultStore.write``)."""
-    record = {**(record or job.record)}
+    record = {**(record or _started(job, launched_world_size()))}
     record.update(status="failed", error=outcome.error, traceback=outcome.traceback, timed_out=outcome.timed_out,
                   environment=environment(job.request.device, probe_device=False), wall_time_s=outcome.seconds, finished=now_iso())
     try:
@@ -145,21 +160,29 @@ def run(task_name: str, entry_names: Sequence[str] | None = None, *, executor: A
     ``seeds`` defaults to the task's seeds for the profile (3 at mini and paper, 1 at smoke).
     """
     from .executors import LocalExecutor
+    from .ranked import on_ranks, ranks_of  # it builds on this module
 
     plan, loaded = make_plan(RunOptions(task=task_name, entries=entry_names, **options))
+    ranks = ranks_of(plan)
     summaries = {}
     for job in plan.jobs:
         if job.key in plan.done:
             log.info("skip %s (done)", job.describe())
             summaries[job.key] = JobSummary(job.key, "skipped", ResultStore(job.results_dir).record_path(job.key), "already done")
-    for summary in (executor or LocalExecutor()).run(plan, loaded):
+    jobs = on_ranks(plan, loaded, ranks, executor) if ranks is not None else (executor or LocalExecutor()).run(plan, loaded)
+    for summary in jobs:
         summaries[summary.key] = summary
     return [summaries[j.key] for j in plan.jobs if j.key in summaries]
 
 
 def one_job(opts: RunOptions, index: int) -> JobSummary:
     """``run --job-index I``: plan as ``run`` would and run job ``I`` of the plan, done or not."""
+    from .ranked import ranks_of, run_on_ranks
+
     plan, loaded = make_plan(replace(opts, resume=False))
     if not 0 <= index < len(plan.jobs):
         raise BenchmarkError(f"--job-index {index} is out of range: the plan has {len(plan.jobs)} job(s) (0..{len(plan.jobs) - 1}); see --list-jobs")
+    ranks = ranks_of(plan)
+    if ranks is not None:
+        return run_on_ranks(plan.jobs[index], loaded, ranks, f"job-index-{index}")
     return run_planned(plan.jobs[index], loaded)

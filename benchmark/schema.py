@@ -9,8 +9,11 @@ timeout, the statistics file's sha256 and row count, and ``attempts`` (supersede
 under ``_attempts/``); 3 adds the command line, hyper-parameter ``overrides``, ``training`` (per
 stage: steps, samples, seconds and the curve file), the entry's distribution, and machine facts
 (CPU model, CUDA / cuDNN, GPUs, world size, load, thread source), and hashes the data by content
-(its path left out). Records of versions 1 and 2 are migrated when read (:func:`migrate`: the keys
-they lack are added as unknown, ``migrated_from`` says from which version); every record is
+(its path left out); 4 adds how the job was spread over ranks: ``execution.world_size`` (ranks
+under torchrun, 1 otherwise) and per training stage its batching (``world_size``,
+``micro_batch_size`` per rank and forward, ``accumulate`` micro-batches per step,
+``global_batch_size``). Records of versions 1 to 3 are migrated when read (:func:`migrate`: the
+keys they lack are added as unknown, ``migrated_from`` says from which version); every record is
 validated before it is written. The schema in full, field by field: docs/records.md.
 """
 
@@ -22,8 +25,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+BATCH_KEYS = ("world_size", "micro_batch_size", "accumulate", "global_batch_size")  # = contracts.BATCH_FIELDS
 
 
 class _Open(BaseModel):
@@ -60,6 +64,7 @@ class _EntrySource(_Open):
 
 class _Execution(_Open):
     isolation: str
+    world_size: StrictInt | None = None  # required in a schema-4 record as written (see _by_status)
 
 
 class _Stage(_Open):
@@ -67,6 +72,10 @@ class _Stage(_Open):
     samples: StrictInt
     seconds: float
     curve: str | None = None
+    world_size: StrictInt | None = None  # None: the entry's fit did not say
+    micro_batch_size: StrictInt | None = None
+    accumulate: StrictInt | None = None
+    global_batch_size: StrictInt | None = None
 
 
 class _Environment(_Open):
@@ -118,6 +127,9 @@ class Record(_Open):
             raise ValueError(f"a schema-{self.schema_} record needs 'entry_source' and 'execution'")
         if self.schema_ >= 3 and self.status == "ok" and (self.training is None or self.environment is None):
             raise ValueError(f"an ok schema-{self.schema_} record needs 'training' and 'environment'")
+        migrated = (self.model_extra or {}).get("migrated_from") is not None
+        if self.schema_ >= 4 and not migrated and (self.execution is None or self.execution.world_size is None):
+            raise ValueError(f"a schema-{self.schema_} record needs 'execution.world_size'")
         return self
 
 
@@ -141,6 +153,11 @@ def migrate(obj: dict[str, Any]) -> dict[str, Any]:
         out.setdefault("overrides", None)
         if obj.get("status") == "ok":
             out.setdefault("environment", {"git_sha": "unknown"})
+    if version < 4:  # ranks: what the environment recorded (schema 3), the batching per stage unknown
+        ranks = (out.get("environment") or {}).get("world_size")
+        out["execution"] = {**(out.get("execution") or {}), "world_size": ranks if isinstance(ranks, int) and not isinstance(ranks, bool) else None}
+        out["training"] = {stage: {**{key: None for key in BATCH_KEYS}, **info} if isinstance(info, dict) else info
+                           for stage, info in (out.get("training") or {}).items()} if out.get("training") is not None else None
     out["schema"] = SCHEMA_VERSION
     return out
 
