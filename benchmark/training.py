@@ -12,7 +12,14 @@ shuffling generator's state at the start of that epoch); the sampler skips the c
 without loading them. A finished checkpoint (``done``) is reused as is: the weights and the RNG
 state are restored, so code after ``fit`` sees the same state whether training ran or was reused.
 Exactness holds when the dataset's own randomness (if any) uses the global RNGs with
-``num_workers=0``; worker processes restarted mid-epoch cannot replay their random streams.
+``num_workers=0``, or comes from its (seed, epoch, index) keys (``epoch_seeded``) with any number
+of workers, persistent or not; worker processes restarted mid-epoch cannot replay global streams.
+
+GPU scale. ``batch_size`` is the global batch; ranks and micro-batches only split it
+(``benchmark.batching``), each micro-batch's loss is weighted by its units
+(``benchmark.accumulation``), and per-step values stay on the device between logging steps
+(``benchmark.step_values``). A checkpoint written before micro-batches existed resumes exactly at
+world size 1 (same order, same step), and is refused under DDP, where ``batch_size`` was per rank.
 """
 
 from __future__ import annotations

@@ -313,3 +313,45 @@ def test_segmentation_loss_weights_ignore_and_empty_batches() -> None:
     assert empty.item() == 0.0 and empty.requires_grad  # all ignored: zero, not NaN
     with pytest.raises(ValueError, match="2 values for 3 classes"):
         segmentation_loss(logits, labels, {"ignore_index": 9, "class_weights": [1.0, 2.0]})
+
+
+def test_checkpoint_from_before_micro_batches_still_resumes_exactly(tmp_path: Path) -> None:
+    """Its config lacks the new fields and has ``num_workers: 0``: at world size 1 it is the same run."""
+    reference = make_model()
+    ref = run(reference, FitConfig(**CFG))
+
+    def crash(step: int, loss: float, logs: dict[str, float]) -> None:
+        if step == 6:
+            raise Crash
+
+    config = FitConfig(**CFG, checkpoint_every=4)
+    with pytest.raises(Crash):
+        run(make_model(), config, checkpoint_dir=tmp_path, on_step=crash)
+    path = tmp_path / CHECKPOINT_NAME
+    ckpt = torch.load(path, weights_only=True)
+    new_fields = ("micro_batch_size", "log_every", "pin_memory", "persistent_workers", "prefetch_factor", "compile")
+    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in new_fields} | {"num_workers": 0}
+    torch.save(ckpt, path)
+    resumed = make_model(init_seed=5)
+    result = run(resumed, config, checkpoint_dir=tmp_path)
+    assert result.resumed_from == 4 and result.losses == ref.losses
+    assert_same_weights(reference, resumed)
+    assert (result.world_size, result.micro_batch_size, result.accumulate, result.global_batch_size) == (1, 8, 1, 8)
+
+
+def test_micro_batch_size_may_change_on_resume(tmp_path: Path) -> None:
+    """It only changes float rounding: a run may continue on a smaller device with a smaller micro-batch."""
+    reference = make_model()
+    ref = run(reference, FitConfig(**CFG))
+
+    def crash(step: int, loss: float, logs: dict[str, float]) -> None:
+        if step == 6:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(make_model(), FitConfig(**CFG, checkpoint_every=4), checkpoint_dir=tmp_path, on_step=crash)
+    resumed = make_model()
+    result = run(resumed, FitConfig(**CFG, checkpoint_every=4, micro_batch_size=2), checkpoint_dir=tmp_path)
+    assert result.resumed_from == 4 and result.accumulate == 4
+    assert result.losses[:4] == ref.losses[:4]
+    assert result.steps_done == CFG["steps"] and all(math.isfinite(x) for x in result.losses)
