@@ -150,3 +150,15 @@ def test_evaluation_loader_uses_the_eval_settings(pastis: Path) -> None:
     assert loader.num_workers == 2 and not loader.pin_memory and single.num_workers == 0
     for a, b in zip(loader, single, strict=True):  # the same batches, in the same order
         assert a["id"] == b["id"] and torch.equal(a["radar"], b["radar"])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_finite_mask_is_isfinite(dtype: type) -> None:
+    from tasks.pastis_r.dataset import _finite_mask
+
+    values = np.random.default_rng(0).normal(scale=1e4, size=(5, 3, 7, 9)).astype(dtype)
+    values.flat[::7], values.flat[::11], values.flat[::13] = np.nan, np.inf, -np.inf
+    values.flat[::17] = np.finfo(dtype).max
+    values.flat[::19] = np.finfo(dtype).smallest_subnormal
+    assert np.array_equal(_finite_mask(values), np.isfinite(values)) and not _finite_mask(values).all()
+    assert np.array_equal(_finite_mask(values[:, [2, 0]]), np.isfinite(values[:, [2, 0]]))  # non-contiguous

@@ -170,6 +170,14 @@ def _load_npy(path: Path, *, ndim: int, what: str) -> np.ndarray:
     return arr
 
 
+def _finite_mask(values: np.ndarray) -> np.ndarray:
+    """``np.isfinite`` of a float16/float32 array; float16 from its exponent bits (all ones: inf or
+    NaN), exact and ~10x faster than NumPy's float16 ``isfinite`` (float32's is vectorised already)."""
+    if values.dtype == np.float16:
+        return (np.ascontiguousarray(values).view(np.uint16) & 0x7C00) != 0x7C00
+    return np.isfinite(values)
+
+
 RADAR_CHANNELS = ("VV", "VH", "VV/VH")
 
 
@@ -385,10 +393,10 @@ class PastisRDataset(torch.utils.data.Dataset):
             dates = self._dates(props, sat, arr.shape[0], pid)
             kept = np.flatnonzero(keep)
             chosen = kept if length is None else kept[even_indices(len(kept), length).numpy()]
-            block = np.empty((len(chosen), len(channels), h, w), dtype=np.float32)
-            for row, t in enumerate(chosen):  # only the kept dates' window leaves the memory map
-                block[row] = arr[t, channels, y:y + h, x:x + w]
-            values = torch.from_numpy(block)
+            picked = arr[chosen, :, y:y + h, x:x + w]  # only the kept dates' window leaves the memory map
+            if len(channels) != arr.shape[1]:
+                picked = picked[:, channels]
+            values = torch.from_numpy(np.asarray(picked, dtype=np.float32))
             finite = torch.isfinite(values) if bad else None
             if self.normalize:
                 mean, std = self._stats[sat]
@@ -410,14 +418,13 @@ class PastisRDataset(torch.utils.data.Dataset):
             return np.ones(arr.shape[0], dtype=bool), 0, total
         key = (str(path), tuple(channels))
         if key not in self._finite:
-            keep = np.empty(arr.shape[0], dtype=bool)
-            bad = 0
-            for t in range(arr.shape[0]):  # one date at a time: never the whole series as float32
-                finite = np.isfinite(np.asarray(arr[t, channels], dtype=np.float32))
-                keep[t] = finite.any()
-                bad += int(finite.size - np.count_nonzero(finite))
+            series = np.asarray(arr if len(channels) == arr.shape[1] else arr[:, channels])
+            if series.dtype.itemsize > 4:  # float64 beyond float32's range becomes inf when decoded
+                series = series.astype(np.float32)
+            finite = _finite_mask(series).reshape(arr.shape[0], -1)
+            keep = finite.any(1)
             if not keep.any():
                 raise DataError(f"{path}: contains NaN or inf only (no finite value)")
-            self._finite[key] = (keep, bad)
+            self._finite[key] = (keep, int(finite.size - np.count_nonzero(finite)))
         keep, bad = self._finite[key]
         return keep, bad, total
