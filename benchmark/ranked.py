@@ -58,11 +58,11 @@ def _key_list(jobs: list[PlannedJob]) -> list[list[Any]]:
     return [[*dataclasses.astuple(j.key), j.config_hash] for j in jobs]
 
 
-def agreed_todo(plan: Plan, ranks: Ranks) -> list[PlannedJob]:
+def agreed_todo(plan: Plan, ranks: Ranks, tag: str) -> list[PlannedJob]:
     """Rank 0's jobs left to do, on every rank; an error naming the first difference when another
     rank planned other jobs (other arguments, entries or data)."""
     mine = _key_list(plan.jobs)
-    theirs = ranks.from_main("plan", {"jobs": mine, "todo": [i for i, j in enumerate(plan.jobs) if j.key not in plan.done]},
+    theirs = ranks.from_main(f"{tag}plan", {"jobs": mine, "todo": [i for i, j in enumerate(plan.jobs) if j.key not in plan.done]},
                              _wait_s(plan.jobs[0]) if plan.jobs else NO_TIMEOUT_WAIT_S)
     if theirs["jobs"] != mine:
         first = next((i for i, (a, b) in enumerate(zip(theirs["jobs"], mine, strict=False)) if a != b), min(len(mine), len(theirs["jobs"])))
@@ -78,12 +78,13 @@ def on_ranks(plan: Plan, loaded: Loaded, ranks: Ranks, executor: Any = None) -> 
     if executor is not None and not isinstance(executor, LocalExecutor):
         raise BenchmarkError(f"under torchrun every rank runs the jobs one after another: drop --executor "
                              f"({type(executor).__name__} spreads jobs over processes of its own)")
-    todo = agreed_todo(plan, ranks)
+    tag = ranks.new_run()
+    todo = agreed_todo(plan, ranks, tag)
     progress = Progress(len(todo), 1, plan.options.show_progress and ranks.main)
     guard = results_guard(plan) if ranks.main else None  # another rank's guard would "restore" rank 0's records
     for index, job in enumerate(todo):
         progress.started()
-        summary = run_on_ranks(job, loaded, ranks, f"job{index}", guard)
+        summary = run_on_ranks(job, loaded, ranks, f"{tag}job{index}", guard)
         progress.finished(job, summary)
         yield summary
         if summary.status == "failed":
@@ -116,7 +117,7 @@ def _train_here(job: PlannedJob, loaded: Loaded | None) -> dict[str, str]:
     """A non-zero rank's part: train; what went wrong (``{}`` when nothing did)."""
     objects = None if loaded is None else (loaded.task, loaded.data, loaded.entries[job.key.entry].cls)
     try:
-        train_only(job.request, objects)
+        train_only(dataclasses.replace(job.request, show_progress=False), objects)  # rank 0's bars are the run's
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - the entry's failure is this job's, reported to rank 0

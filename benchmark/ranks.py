@@ -51,6 +51,13 @@ class Ranks:
 
     def __init__(self, store: Any, rank: int, world: int):
         self.store, self.rank, self.world = store, rank, world
+        self._runs = 0
+
+    def new_run(self) -> str:
+        """A prefix for the names of one run's messages: a process may plan and run more than once
+        (the API), and every rank counts its runs alike."""
+        self._runs += 1
+        return f"run{self._runs}/"
 
     @property
     def main(self) -> bool:

@@ -184,5 +184,5 @@ def one_job(opts: RunOptions, index: int) -> JobSummary:
         raise BenchmarkError(f"--job-index {index} is out of range: the plan has {len(plan.jobs)} job(s) (0..{len(plan.jobs) - 1}); see --list-jobs")
     ranks = ranks_of(plan)
     if ranks is not None:
-        return run_on_ranks(plan.jobs[index], loaded, ranks, f"job-index-{index}")
+        return run_on_ranks(plan.jobs[index], loaded, ranks, f"{ranks.new_run()}job-index-{index}")
     return run_planned(plan.jobs[index], loaded)

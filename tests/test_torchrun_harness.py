@@ -190,3 +190,20 @@ def test_schema_3_records_read_as_schema_4_with_the_batching_unknown() -> None:
     with pytest.raises(RecordError, match="needs 'execution.world_size'"):
         validate(written)  # a record this harness writes always says on how many ranks it ran
     validate({**written, "execution": {"isolation": "none", "world_size": 2}})
+
+
+def test_every_rank_runs_rank_zeros_to_do_list_and_a_rank_that_planned_otherwise_stops() -> None:
+    from benchmark.ranked import agreed_todo
+    from benchmark.results import JobKey
+
+    def plan(cells: list[str], done: set[str]) -> SimpleNamespace:
+        jobs = [SimpleNamespace(key=JobKey("t", "smoke", "e", c, 0), config_hash=f"h-{c}", timeout=1.0) for c in cells]
+        return SimpleNamespace(jobs=jobs, done={j.key for j in jobs if j.key.cell in done})
+
+    main, other = two_ranks()
+    # rank 0 found "a" done (its record appeared before rank 1 planned): both ranks run "b" and "c" only
+    assert [j.key.cell for j in agreed_todo(plan(["a", "b", "c"], {"a"}), main, "run1/")] == ["b", "c"]
+    assert [j.key.cell for j in agreed_todo(plan(["a", "b", "c"], set()), other, "run1/")] == ["b", "c"]
+    main.post("run2/plan", {"jobs": [["t", "smoke", "e", "a", 0, "h-a"]], "todo": [0]})
+    with pytest.raises(BenchmarkError, match="rank 1 planned other jobs than rank 0 .first difference at job 0"):
+        agreed_todo(plan(["x"], set()), other, "run2/")
