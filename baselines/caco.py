@@ -47,6 +47,7 @@ from .ssl_common import (
 )
 
 CITATION = "Mall et al., Change-Aware Sampling and Contrastive Learning for Satellite Images, CVPR 2023; " + SECO_CITATION
+EPOCH_END_RANGE = "host.epoch_end"  # profiler range of the once-per-epoch host work (tests/test_host_syncs.py)
 RUNNING_FACTOR = 4.0  # running average: new = (4 · old + value) / 5, as CaCo's dataset bookkeeping
 
 PROFILES = contrastive_profiles()
@@ -107,6 +108,11 @@ class CaCoPretrainer(MoCoSubspaces):
         self.register_buffer("changed", torch.zeros(shape, dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.epoch_steps, self.seed = max(1, int(epoch_steps)), seed
+        self.host_steps = 0  # ``steps`` mirrored on the host: the epoch test never waits for the device
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self.host_steps = int(self.steps)  # once per load (resume), not per step
 
     def end_of_epoch(self) -> None:
         for m in range(len(MODALITIES)):
@@ -127,11 +133,14 @@ class CaCoPretrainer(MoCoSubspaces):
             buf[m, entries] = torch.where(seen, (RUNNING_FACTOR * old + value) / (RUNNING_FACTOR + 1), value)
         self.seen[m, entries] = True
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.training:
-            if int(self.steps) > 0 and int(self.steps) % self.epoch_steps == 0:
-                self.end_of_epoch()
+            if self.host_steps > 0 and self.host_steps % self.epoch_steps == 0:
+                # the mixture is fitted by scikit-learn on the host: one device read per epoch, marked
+                with torch.profiler.record_function(EPOCH_END_RANGE):
+                    self.end_of_epoch()
             self.steps += 1
+            self.host_steps += 1
         self.update_key_encoder()
         dev = self.device
         ids = location_ids(batch["id"], dev).repeat_interleave(2)
@@ -149,8 +158,8 @@ class CaCoPretrainer(MoCoSubspaces):
             self.track(m, entries, q, keys[1], modality)
             loss = self.loss(q, keys, ids, self.changed[m, entries] == 1, modality)
             losses.append(loss)
-            logs[f"loss_{modality}"] = float(loss.detach())
-            logs[f"changed_{modality}"] = float((self.changed[m] == 1).float().mean())
+            logs[f"loss_{modality}"] = loss.detach()
+            logs[f"changed_{modality}"] = (self.changed[m] == 1).float().mean()
         return torch.stack(losses).mean(), logs
 
     def loss(self, q: torch.Tensor, keys: list[torch.Tensor], ids: torch.Tensor, changed: torch.Tensor, modality: str) -> torch.Tensor:

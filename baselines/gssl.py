@@ -102,7 +102,7 @@ class GSSLPretrainer(MoCoSubspaces):
         self.geo_head = nn.Sequential(nn.ReLU(), nn.Linear(int(hp["emb_dim"]), n))
         self.geo_weight = float(hp["geo_weight"])
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.update_key_encoder()
         ids = location_ids(batch["id"], self.device)
         target = torch.tensor([self.class_of.get(str(i), 0) for i in batch["id"]], device=self.device)
@@ -122,7 +122,7 @@ class GSSLPretrainer(MoCoSubspaces):
             queue.push(z_k, ids)
             geo = F.cross_entropy(self.geo_head(p_q).float(), target)
             losses.append(contrast + self.geo_weight * geo)
-            logs[f"contrast_{modality}"], logs[f"geo_{modality}"] = float(contrast.detach()), float(geo.detach())
+            logs[f"contrast_{modality}"], logs[f"geo_{modality}"] = contrast.detach(), geo.detach()
         return torch.stack(losses).mean(), logs
 
 

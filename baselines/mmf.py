@@ -81,7 +81,7 @@ class MMFPretrainer(nn.Module):
         super().__init__()
         self.rec = rec
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         losses, logs = [], {}
         for src in MODALITIES:
             dst = other(src)
@@ -90,7 +90,7 @@ class MMFPretrainer(nn.Module):
             to_cf = lambda x: x.permute(0, 2, 1, 3, 4)  # noqa: E731 - [B, T, C, H, W] -> [B, C, T, H, W]
             loss = masked_l1(to_cf(pred), to_cf(target), batch[f"{src}_mask"])
             losses.append(loss)
-            logs[f"l1_{src}_to_{dst}"] = float(loss.detach())
+            logs[f"l1_{src}_to_{dst}"] = loss.detach()
         return torch.stack(losses).mean(), logs
 
 
@@ -106,10 +106,13 @@ class FusionSegmenter(nn.Module):
         self.rec.eval()  # frozen: BatchNorm keeps its pre-trained statistics
         return self
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, dates: torch.Tensor | None, modality: str) -> torch.Tensor:
+    takes_frame_index = True  # passed on to the fusion network (see ``encode_frames``)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, dates: torch.Tensor | None, modality: str,
+                frame_index: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
             generated = self.rec(x, modality).masked_fill(~mask.bool()[:, :, None, None, None], 0)
-        return self.fusion(torch.cat([x, generated.to(x.dtype)], 2), mask, dates, modality)
+        return self.fusion(torch.cat([x, generated.to(x.dtype)], 2), mask, dates, modality, frame_index)
 
 
 class MMF(SegmentationBaseline):

@@ -135,7 +135,7 @@ class SeCoPretrainer(MoCoSubspaces):
         t0, t1, t2 = gather_frames(x, sample_dates(mask.bool(), 3, replace=True)).unbind(1)
         return crop_only(t0, self.hp), [full_augment(t1, self.hp), crop_only(t2, self.hp), full_augment(t0, self.hp)]
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.update_key_encoder()
         ids = location_ids(batch["id"], self.device)
         losses, logs = [], self.schedule_logs()
@@ -145,7 +145,7 @@ class SeCoPretrainer(MoCoSubspaces):
             q, keys = self.views(batch[modality], batch[f"{modality}_mask"])
             loss = seco_loss(self, q, keys, ids, modality)
             losses.append(loss)
-            logs[f"loss_{modality}"] = float(loss.detach())
+            logs[f"loss_{modality}"] = loss.detach()
         return torch.stack(losses).mean(), logs
 
 

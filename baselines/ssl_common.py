@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -47,7 +47,30 @@ from benchmark.training import (
     segmentation_loss,
 )
 
+from .temporal_backbone import valid_frame_index
+
 log = logging.getLogger(__name__)
+FRAME_INDEX = "frame_index"  # batch key: the valid frames of the fine-tuned modality, computed on the host
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameIndexCollate:
+    """``collate`` that also stores ``valid_frame_index`` of ``modality``'s mask in the batch.
+
+    Why: the collate function runs on the host (in loader workers), where the index costs nothing;
+    the segmenter then selects the valid frames with a fixed gather instead of a device sync. A
+    class, not a closure, so loader workers started by spawn/forkserver can pickle it.
+    """
+
+    collate: Callable[[list[Any]], Any] | None
+    modality: str
+
+    def __call__(self, items: list[Any]) -> Any:
+        batch = (self.collate or torch.utils.data.default_collate)(items)
+        batch[FRAME_INDEX] = valid_frame_index(batch[f"{self.modality}_mask"])
+        return batch
+
+
 MODALITIES = ("radar", "optical")
 
 # The share of a stage's steps that bounds every schedule-bound quantity: warm-up, the key
@@ -154,10 +177,11 @@ class KeyQueue(nn.Module):
     def push(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
         size = self.keys.shape[0]
         keys, ids = keys.detach()[-size:], ids[-size:]
-        pos = (int(self.ptr) + torch.arange(len(keys), device=self.keys.device)) % size
+        # the pointer stays on the device: reading it back each step would wait for the GPU
+        pos = (self.ptr + torch.arange(len(keys), device=self.keys.device)) % size
         self.keys[pos] = keys.to(self.keys.dtype)
         self.ids[pos] = ids.to(self.ids.device)
-        self.ptr.fill_((int(self.ptr) + len(keys)) % size)
+        self.ptr.copy_((self.ptr + len(keys)) % size)
 
     def negative_logits(self, q: torch.Tensor, q_ids: torch.Tensor) -> torch.Tensor:
         """``q [N, D]`` (normalised) · queue → ``[N, size]`` in float32, −inf where unusable."""
@@ -404,20 +428,26 @@ class SegmentationBaseline:
         self.segmenter = self.build_segmenter(int(info["num_classes"]), modality, ctx.hparams).to(ctx.device)
 
         def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-            logits = model(batch[modality], batch[f"{modality}_mask"], batch[f"{modality}_dates"], modality)
+            extra = {"frame_index": batch[FRAME_INDEX]} if FRAME_INDEX in batch else {}
+            logits = model(batch[modality], batch[f"{modality}_mask"], batch[f"{modality}_dates"], modality, **extra)
             return segmentation_loss(logits, batch["label"], info)
 
+        collate = FrameIndexCollate(ctx.collate, modality) if getattr(self.segmenter, "takes_frame_index", False) else ctx.collate
         fit_in_context(epoch_steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
-                       collate_fn=ctx.collate, desc=f"finetune {self.metadata.name} {modality}")
+                       collate_fn=collate, desc=f"finetune {self.metadata.name} {modality}")
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], modality: str) -> torch.Tensor:
         if self.segmenter is None:
             raise RuntimeError("finetune() must run before predict()")
         self.segmenter.eval()
+        extra = {}
+        if getattr(self.segmenter, "takes_frame_index", False):  # from the host mask, before it moves
+            with torch.profiler.record_function("host.frame_index"):  # host tensors: no device to wait for
+                extra["frame_index"] = move_to_device(valid_frame_index(batch[f"{modality}_mask"]), self.device)
         x, mask, dates = (move_to_device(batch[k], self.device) for k in (modality, f"{modality}_mask", f"{modality}_dates"))
         with autocast_context(self.device):
-            logits = self.segmenter(x, mask, dates, modality)
+            logits = self.segmenter(x, mask, dates, modality, **extra)
         return logits.float().cpu()
 
     def parameter_count(self) -> int:

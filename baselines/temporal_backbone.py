@@ -93,20 +93,29 @@ class DateEncoder(nn.Module):
         return self(x, modality)[-1].mean((2, 3))
 
 
-def encode_frames(encoder: DateEncoder, x: torch.Tensor, mask: torch.Tensor, modality: str) -> list[torch.Tensor]:
+def valid_frame_index(mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices (into ``B·T``) of the valid dates of ``mask [B, T]``, in row-major order.
+
+    Why: selecting the valid frames by a boolean mask has a data-dependent size, so on a GPU it
+    waits for the device (``nonzero``). Computed where the mask still lives on the host (in the
+    collate function, or before ``predict`` moves the batch), the index travels with the batch and
+    the device never has to report back.
+    """
+    return mask.bool().flatten().nonzero().squeeze(1)
+
+
+def encode_frames(encoder: DateEncoder, x: torch.Tensor, mask: torch.Tensor, modality: str,
+                  frame_index: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Encode the valid dates of ``x [B, T, C, H, W]`` only; padded dates get zero features.
 
-    Returns one ``[B, T, C_k, H_k, W_k]`` map per stage.
+    ``frame_index`` is ``valid_frame_index(mask)`` computed on the host (no device sync); without
+    it the index is computed here from ``mask`` (one sync). Returns one ``[B, T, C_k, H_k, W_k]``
+    map per stage.
     """
     b, t = x.shape[:2]
-    mask = mask.bool()
-    feats = encoder(x[mask], modality)
-    out = []
-    for f in feats:
-        full = f.new_zeros((b, t, *f.shape[1:]))
-        full[mask] = f
-        out.append(full)
-    return out
+    index = valid_frame_index(mask) if frame_index is None else frame_index.to(x.device)
+    feats = encoder(x.flatten(0, 1).index_select(0, index), modality)
+    return [f.new_zeros((b * t, *f.shape[1:])).index_copy(0, index, f).unflatten(0, (b, t)) for f in feats]
 
 
 def masked_mean_over_time(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -147,13 +156,10 @@ class ConvLSTM(nn.Module):
         b, t, _, h, w = x.shape
         hs = x.new_zeros((b, self.hidden, h, w))
         cs = torch.zeros_like(hs)
-        for k in range(t):
-            valid = mask[:, k].bool()
-            if not bool(valid.any()):
-                continue
+        keep = mask.bool()[:, :, None, None, None]
+        for k in range(t):  # a date no sample has is computed and discarded: cheaper than asking the device
             h_new, c_new = self.cell(x[:, k], (hs, cs))
-            keep = valid[:, None, None, None]
-            hs, cs = torch.where(keep, h_new, hs), torch.where(keep, c_new, cs)
+            hs, cs = torch.where(keep[:, k], h_new, hs), torch.where(keep[:, k], c_new, cs)
         return hs
 
 
@@ -173,9 +179,12 @@ class TemporalSegmenter(nn.Module):
         self.head = nn.Conv2d(cur, num_classes, 1)
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, dates: torch.Tensor | None, modality: str) -> torch.Tensor:
+    takes_frame_index = True  # forward accepts ``frame_index`` (see ``encode_frames``)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, dates: torch.Tensor | None, modality: str,
+                frame_index: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
-        feats = encode_frames(self.encoder, x, mask, modality)
+        feats = encode_frames(self.encoder, x, mask, modality, frame_index)
         y = self.lstm(feats[-1], mask)
         for up, skip in zip(self.ups, reversed(feats[:-1]), strict=True):
             s = masked_mean_over_time(skip, mask)

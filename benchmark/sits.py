@@ -5,7 +5,13 @@ It lives in the harness package because entries (which may not import tasks) nee
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
+
+ALIGNED_LENGTH = "aligned_length"  # batch key: ``aligned_length`` of the batch, computed on the host
 
 
 def nearest_date_indices(src_dates: torch.Tensor, ref_dates: torch.Tensor) -> torch.Tensor:
@@ -49,10 +55,35 @@ def align_modalities(batch: dict, a: str = "radar", b: str = "optical") -> tuple
     """
     na, nb = batch[f"{a}_mask"].sum(1), batch[f"{b}_mask"].sum(1)
     use_b = nb <= na  # the shorter series is the reference
-    t = int(torch.minimum(na, nb).max())
+    t = batch[ALIGNED_LENGTH] if ALIGNED_LENGTH in batch else aligned_length(batch, a, b)
     ref_dates = torch.where(use_b[:, None], batch[f"{b}_dates"][:, :t], batch[f"{a}_dates"][:, :t])
     ref_mask = torch.where(use_b[:, None], batch[f"{b}_mask"][:, :t], batch[f"{a}_mask"][:, :t])
     xa = align_batch(batch[a], batch[f"{a}_dates"], batch[f"{a}_mask"], ref_dates)
     xb = align_batch(batch[b], batch[f"{b}_dates"], batch[f"{b}_mask"], ref_dates)
     zero = ~ref_mask[:, :, None, None, None]
     return xa.masked_fill(zero, 0), xb.masked_fill(zero, 0), ref_mask
+
+
+def aligned_length(batch: dict, a: str = "radar", b: str = "optical") -> int:
+    """Dates in ``align_modalities``'s output: the batch's longest "shorter of the two" series.
+
+    A data-dependent size, so reading it from device tensors waits for the device; on host
+    tensors (the collate function's) it costs nothing.
+    """
+    return int(torch.minimum(batch[f"{a}_mask"].sum(1), batch[f"{b}_mask"].sum(1)).max())
+
+
+@dataclass(frozen=True)
+class AlignedLengthCollate:
+    """``collate`` that also stores ``aligned_length`` in the batch (a plain int, which stays on
+    the host when the batch moves), so ``align_modalities`` on the device never syncs. A class,
+    not a closure, so loader workers started by spawn/forkserver can pickle it."""
+
+    collate: Callable[[list[Any]], Any] | None
+    a: str = "radar"
+    b: str = "optical"
+
+    def __call__(self, items: list[Any]) -> Any:
+        batch = (self.collate or torch.utils.data.default_collate)(items)
+        batch[ALIGNED_LENGTH] = aligned_length(batch, self.a, self.b)
+        return batch

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+SLOT_LAYOUT = "slot_layout"  # batch key of ``slot_layout(batch)``
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Slots:
     keys: list[list[str]]  # batch keys of each sample, in slot order
     size: tuple[int, int]  # (H, W) of the prediction the task expects
     patch: int  # H and W of every slot are multiples of it
+    extents: list[list[tuple[int, int]]] | None = None  # per sample, per slot: (H, W) of its swath, from the host
 
     @property
     def batch_size(self) -> int:
@@ -40,16 +43,14 @@ class Slots:
         n = len(self.keys[i])
         values, coords, land = [], [], []
         for j in range(n):
-            ok = torch.isfinite(self.coords[j][i]).all(0)
-            rows, cols = ok.any(1).nonzero(), ok.any(0).nonzero()
-            h = int(rows.max()) + 1 if len(rows) else 1
-            w = int(cols.max()) + 1 if len(cols) else 1
+            h, w = self.extents[i][j] if self.extents is not None else swath_extent(self.coords[j][i])
             patch_h, patch_w = _round(h, self.patch), _round(w, self.patch)
             values.append(self.values[j][i:i + 1, :, :patch_h, :patch_w])
             coords.append(self.coords[j][i:i + 1, :, :patch_h, :patch_w])
             land.append(self.landmask[j][i:i + 1, :patch_h, :patch_w])
+        extents = None if self.extents is None else [self.extents[i]]
         return Slots(values, coords, land, self.dt[i:i + 1, :n], self.characs[i:i + 1, :n], self.present[i:i + 1, :n],
-                     [self.keys[i]], self.size, self.patch)
+                     [self.keys[i]], self.size, self.patch, extents)
 
     def repeat(self, r: int) -> Slots:
         """The batch repeated ``r`` times along B (realization-major: r blocks of B samples)."""
@@ -62,8 +63,45 @@ class Slots:
             present=rep(self.present), keys=self.keys * r)
 
 
+def swath_extent(coords: Tensor) -> tuple[int, int]:
+    """(H, W) of the smallest top-left box holding every finite pixel of ``coords [2, H, W]`` (at
+    least 1 × 1). Reads the tensor: on a device it waits, so batches carry ``slot_layout`` instead."""
+    ok = torch.isfinite(coords).all(0)
+    rows, cols = ok.any(1).nonzero(), ok.any(0).nonzero()
+    return (int(rows.max()) + 1 if len(rows) else 1, int(cols.max()) + 1 if len(cols) else 1)
+
+
+def slot_layout(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """What packing needs to know as Python values: per source key, which samples have it and the
+    (H, W) of each sample's swath, and the target size. Computed on the host batch (collate, or
+    before ``sample`` moves it), so packing on the device never reads a tensor back."""
+    layout: dict[str, Any] = {
+        "avail": {k: [bool(a) for a in s["avail"].tolist()] for k, s in batch["sources"].items()},
+        "extent": {k: [swath_extent(c) for c in s["coords"]] for k, s in batch["sources"].items()},
+    }
+    if "target_size" in batch:
+        layout["target_size"] = (int(batch["target_size"][0]), int(batch["target_size"][1]))
+    return layout
+
+
+@dataclass(frozen=True)
+class SlotLayoutCollate:
+    """``collate`` that adds ``slot_layout`` to the batch under ``SLOT_LAYOUT`` (plain Python values
+    stay on the host when the batch moves). A class, not a closure, so spawned workers can pickle it."""
+
+    collate: Callable[[list[Any]], Any] | None
+
+    def __call__(self, items: list[Any]) -> Any:
+        batch = (self.collate or torch.utils.data.default_collate)(items)
+        batch[SLOT_LAYOUT] = slot_layout(batch)
+        return batch
+
+
 def availability(batch: Mapping[str, Any]) -> dict[str, list[bool]]:
-    """Per source key, which samples have it (one host transfer per key, not one per sample)."""
+    """Per source key, which samples have it: from the host layout when the batch carries one, else
+    one host transfer per key (not one per sample)."""
+    if SLOT_LAYOUT in batch:
+        return batch[SLOT_LAYOUT]["avail"]
     return {k: [bool(a) for a in s["avail"].tolist()] for k, s in batch["sources"].items()}
 
 
@@ -80,7 +118,7 @@ def random_targets(batch: Mapping[str, Any], generator: torch.Generator | None =
         keys = available_keys(avail, i)
         if not keys:
             raise ValueError(f"sample {i} of the batch has no available source")
-        targets.append(keys[int(torch.randint(len(keys), (), generator=generator))])
+        targets.append(keys[torch.randint(len(keys), (), generator=generator).tolist()])  # a host draw, no device
     return targets
 
 
@@ -126,10 +164,14 @@ def pack(batch: Mapping[str, Any], targets: Sequence[str], patch: int) -> Slots:
         values.append(v)
         coords.append(xy)
         land.append(m)
-    if "target_size" in batch:
+    layout = batch.get(SLOT_LAYOUT)
+    if layout is not None and "target_size" in layout:
+        size = layout["target_size"]
+    elif "target_size" in batch:
         size = (int(batch["target_size"][0]), int(batch["target_size"][1]))
     else:  # a batch without target_size: the targets' own (padded) grid
         size = (max(sources[t]["values"].shape[-2] for t in set(targets)), max(sources[t]["values"].shape[-1] for t in set(targets)))
     if size[0] > values[0].shape[-2] or size[1] > values[0].shape[-1]:
         raise ValueError(f"target size {size} exceeds the targets' grid {tuple(values[0].shape[-2:])}")
-    return Slots(values, coords, land, dt, characs, present, order, size, patch)
+    extents = None if layout is None else [[layout["extent"][key][i] for key in o] for i, o in enumerate(order)]
+    return Slots(values, coords, land, dt, characs, present, order, size, patch, extents)

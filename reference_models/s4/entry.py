@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from benchmark.contracts import EntryMetadata, RunContext
-from benchmark.sits import align_modalities
+from benchmark.sits import AlignedLengthCollate, align_modalities
 from benchmark.training import autocast_context, fit_in_context, move_to_device, segmentation_loss
 
 from .losses import (
@@ -177,8 +177,9 @@ class S4Entry:
             return
         w_r = float(ctx.hparams["lambda_rec"]) if self.w_reconstruction is None else self.w_reconstruction
         model = S4Pretrainer(self.backbone, self.channels, ctx.hparams, self.w_contrastive, w_r, self.single_modal).to(ctx.device)
+        collate = ctx.collate if self.single_modal else AlignedLengthCollate(ctx.collate)  # no device sync to align
         fit_in_context(self._steps(ctx, "pretrain", len(unlabeled)), model, lambda m, b: m(b), unlabeled, stage="pretrain",
-                       collate_fn=ctx.collate, desc=f"pretrain {self.metadata.name}")
+                       collate_fn=collate, desc=f"pretrain {self.metadata.name}")
 
     def finetune(self, labeled: torch.utils.data.Dataset, modality: str, ctx: RunContext) -> None:
         if self.backbone is None:  # pretrain() always runs first in a job; this keeps direct use safe
