@@ -5,7 +5,8 @@ shared stages), execution (``benchmark.executors`` spreads jobs over this proces
 processes or Slurm; ``benchmark.execution`` runs one job, in a child process by default:
 ``benchmark.isolation``) and recording (``benchmark.results``: atomic, resumable, nothing lost).
 This module joins them: :func:`run_planned` executes one planned job and records it, wherever it
-runs; :func:`run` plans, executes and returns the summaries.
+runs; :func:`run` plans, executes and returns the summaries. Under ``torchrun`` the plan runs on
+every rank instead, rank 0 alone scoring and recording (``benchmark.ranked``).
 
 A job that fails in any way (an entry raising, exiting, crashing, hanging past the per-job timeout,
 returning a bad shape) is recorded with its reason and the run goes on.
