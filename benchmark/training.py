@@ -510,6 +510,14 @@ def _clip_and_measure(params: list[Tensor], max_norm: float | None) -> Tensor | 
     return torch.linalg.vector_norm(torch.stack([p.grad.detach().norm().float() for p in grads]))
 
 
+def _reads_host_step_counters(optimizer: torch.optim.Optimizer) -> bool:
+    """True for torch's Adam/AdamW without ``fused``/``capturable``: they keep each parameter's step
+    count as a *host* tensor and ``.item()`` it every step, which costs nothing on a GPU (fit marks
+    that step ``host.*`` so sync counts skip it; the default optimizer is fused on CUDA anyway)."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and not any(
+        g.get("fused") or g.get("capturable") or g.get("differentiable") for g in optimizer.param_groups)
+
+
 # --------------------------------------------------------------------------- the loop
 def fit(
     model: nn.Module,
@@ -617,6 +625,7 @@ def fit(
     run_step = MicroBatchStep(wrapped, ddp, loss_fn, trainable, world, device,
                               lambda: autocast_context(device, config.amp), to_device, desc)
     log_every = config.log_interval(device)
+    host_counters = _reads_host_step_counters(optimizer)
     pending = PendingSteps()
 
     def save(done: bool) -> None:
@@ -678,7 +687,8 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                     loss, user_logs = run_step(micro_batches, plan)
                     grad_norm = _clip_and_measure(trainable, config.grad_clip)
-                    optimizer.step()
+                    with record_function("host.optimizer_step") if host_counters else contextlib.nullcontext():
+                        optimizer.step()
                     if scheduler is not None:
                         scheduler.step()
                 consumed, step, samples = consumed + 1, step + 1, samples + plan.global_samples
