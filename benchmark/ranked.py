@@ -31,7 +31,7 @@ from .execution import train_only
 from .isolation import Outcome, describe
 from .plan import Loaded, Plan, PlannedJob
 from .ranks import RankEnded, Ranks, join
-from .runner import JobSummary, _attempt, _record_ok, _started, record_failure
+from .runner import JobSummary, attempt_job, record_failure, record_result, started_record
 
 log = logging.getLogger("benchmark")
 NO_TIMEOUT_WAIT_S = 7 * 24 * 3600.0  # how long a rank waits for another when jobs have no timeout
@@ -99,15 +99,15 @@ def run_on_ranks(job: PlannedJob, loaded: Loaded | None, ranks: Ranks, name: str
     if not ranks.main:
         ranks.post(name, _train_here(job, loaded))
         return _summary(job, ranks.wait(f"{name}-summary", 0, wait_s))
-    record = _started(job, ranks.world)
-    done = _attempt(job, loaded, None, guard, start)
+    record = started_record(job, ranks.world)
+    done = attempt_job(job, loaded, None, guard, start)
     if isinstance(done, Outcome):  # do not wait for the others: they may be held in a collective waiting for rank 0
         others = _failures(ranks, name, None)
         summary = record_failure(job, dataclasses.replace(done, error=_joined([f"rank 0: {done.error}", *others])), record)
     else:
         others = _failures(ranks, name, wait_s)
         failed = Outcome(False, error=_joined(others), seconds=time.perf_counter() - start)
-        summary = record_failure(job, failed, record) if others else _record_ok(job, done, record)
+        summary = record_failure(job, failed, record) if others else record_result(job, done, record)
     ranks.post(f"{name}-summary", {"status": summary.status, "path": str(summary.path), "message": summary.message,
                                    "seconds": summary.seconds})
     return summary

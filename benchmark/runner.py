@@ -58,17 +58,17 @@ def run_planned(job: PlannedJob, loaded: Loaded | None = None, env: dict[str, st
     """Execute one planned job (the entry in a job process unless its isolation is ``none``; the
     scoring here) and record it. ``env``: variables for the job's process (e.g. ``CUDA_VISIBLE_DEVICES``);
     ``guard``: restores other records the job changed, and fails the job for it."""
-    record = _started(job, launched_world_size())
-    done = _attempt(job, loaded, env, guard, time.perf_counter())
-    return record_failure(job, done, record) if isinstance(done, Outcome) else _record_ok(job, done, record)
+    record = started_record(job, launched_world_size())
+    done = attempt_job(job, loaded, env, guard, time.perf_counter())
+    return record_failure(job, done, record) if isinstance(done, Outcome) else record_result(job, done, record)
 
 
-def _started(job: PlannedJob, world_size: int) -> dict[str, Any]:
+def started_record(job: PlannedJob, world_size: int) -> dict[str, Any]:
     """The job's record as it starts: the plan's part, the start time, and the ranks it runs on."""
     return {**job.record, "started": now_iso(), "execution": {**job.record.get("execution", {}), "world_size": world_size}}
 
 
-def _attempt(job: PlannedJob, loaded: Loaded | None, env: dict[str, str] | None, guard: ResultsGuard | None,
+def attempt_job(job: PlannedJob, loaded: Loaded | None, env: dict[str, str] | None, guard: ResultsGuard | None,
              start: float) -> JobResult | Outcome:
     """Run and score the job: its result, or the :class:`Outcome` saying why it has none."""
     objects = None if loaded is None else (loaded.task, loaded.data, loaded.entries[job.key.entry].cls)
@@ -88,7 +88,7 @@ def _attempt(job: PlannedJob, loaded: Loaded | None, env: dict[str, str] | None,
     return result
 
 
-def _record_ok(job: PlannedJob, result: JobResult, record: dict[str, Any]) -> JobSummary:
+def record_result(job: PlannedJob, result: JobResult, record: dict[str, Any]) -> JobSummary:
     out = result.output
     env = job_environment(job.request.device, result.environment)
     throughput = {**out.throughput, "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
@@ -142,7 +142,7 @@ def _training(job: PlannedJob, fit_log: dict[str, dict[str, Any]]) -> dict[str, 
 
 def record_failure(job: PlannedJob, outcome: Outcome, record: dict[str, Any] | None = None) -> JobSummary:
     """Record a job that ended without a result (never over an ok record: see ``ResultStore.write``)."""
-    record = {**(record or _started(job, launched_world_size()))}
+    record = {**(record or started_record(job, launched_world_size()))}
     record.update(status="failed", error=outcome.error, traceback=outcome.traceback, timed_out=outcome.timed_out,
                   environment=environment(job.request.device, probe_device=False), wall_time_s=outcome.seconds, finished=now_iso())
     try:
