@@ -254,6 +254,7 @@ class PastisRDataset(torch.utils.data.Dataset):
                 mean, std = self._norm_stats(sat, channels, props)
                 self._stats[sat] = (torch.as_tensor(mean, dtype=torch.float32)[:, None, None], torch.as_tensor(std, dtype=torch.float32)[:, None, None])
         self._finite: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, int]] = {}  # file -> (dates kept, NaN/inf count)
+        self._parsed_dates: dict[tuple[str, str, int], torch.Tensor] = {}
         self._cache: dict[int, dict[str, Any]] | None = None
         if cache == "auto":
             cache = self._estimated_bytes() < CACHE_LIMIT_BYTES
@@ -323,6 +324,9 @@ class PastisRDataset(torch.utils.data.Dataset):
         return per * len(self.ids)
 
     def _dates(self, props: dict[str, Any], sat: str, n: int, pid: str) -> torch.Tensor:
+        """Days of the ``n`` dates of ``sat`` for patch ``pid`` (parsed once per patch: callers index, never edit)."""
+        if (pid, sat, n) in self._parsed_dates:
+            return self._parsed_dates[pid, sat, n]
         where = f"{self.root / 'metadata.geojson'} (patch {pid}, dates-{sat})"
         days = parse_dates(props.get(f"dates-{sat}"), where)
         if days is None:
@@ -332,7 +336,8 @@ class PastisRDataset(torch.utils.data.Dataset):
             days = list(range(n))
         if len(days) != n:
             raise DataError(f"{where}: {len(days)} dates but DATA_{sat}/{sat}_{pid}.npy has {n} time steps")
-        return torch.tensor(days, dtype=torch.float32)
+        self._parsed_dates[pid, sat, n] = torch.tensor(days, dtype=torch.float32)
+        return self._parsed_dates[pid, sat, n]
 
     def _report_nonfinite(self, path: Path, bad: int, total: int, dropped: int) -> None:
         key = str(path)
