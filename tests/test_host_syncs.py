@@ -37,10 +37,24 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from baselines.caco import CaCoPretrainer
+from baselines.seco import PROFILES as SECO_PROFILES
+from baselines.seco import build_encoder
+from baselines.ssl_common import FRAME_INDEX, FrameIndexCollate
+from baselines.temporal_backbone import ConvLSTM, DateEncoder, encode_frames, valid_frame_index
 from benchmark import mock, registry
+from benchmark.collate import sits_collate
 from benchmark.contracts import RunContext, profile_hparams
 from benchmark.guard import without
 from benchmark.protocols import reconstruction, segmentation
+from benchmark.sits import ALIGNED_LENGTH, AlignedLengthCollate, align_modalities, aligned_length
+from reference_models.motif_fm.slots import (
+    SLOT_LAYOUT,
+    SlotLayoutCollate,
+    availability,
+    pack,
+    swath_extent,
+)
 
 SYNC_OPS = frozenset({
     "aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero", "aten::masked_select",
@@ -141,3 +155,85 @@ def test_the_counter_sees_the_syncs_it_is_meant_to() -> None:
             x.mean().item()
     counts = sync_counts(prof, STEP)
     assert counts["aten::_local_scalar_dense"] == 2 and counts["aten::nonzero"] == 1 and counts["aten::is_nonzero"] == 1
+
+
+# --------------------------------------------------------------------------- same maths as before
+def test_host_frame_index_encodes_exactly_what_mask_indexing_did() -> None:
+    """Fixed gather + index_copy with the host index == the old ``encoder(x[mask])`` scattered back,
+    in values and gradients (BatchNorm in training mode sees the same valid frames)."""
+    torch.manual_seed(0)
+    encoder = DateEncoder({"radar": 3}, [4, 8], stem_stride=1).train()
+    x = torch.randn(3, 5, 3, 8, 8, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1], [0, 0, 1, 0, 0]], dtype=torch.bool)
+    old = []
+    for f in encoder(x[mask], "radar"):
+        full = f.new_zeros((3, 5, *f.shape[1:]))
+        full[mask] = f
+        old.append(full)
+    grad_old = torch.autograd.grad(sum((o * o).sum() for o in old), x)[0]
+    index = valid_frame_index(mask)
+    assert index.tolist() == [0, 1, 2, 5, 7, 8, 9, 12]
+    new = encode_frames(encoder, x, mask, "radar", index)
+    grad_new = torch.autograd.grad(sum((n * n).sum() for n in new), x)[0]
+    for o, n in zip(old, new, strict=True):
+        torch.testing.assert_close(n, o, rtol=0, atol=0)
+    torch.testing.assert_close(grad_new, grad_old, rtol=0, atol=0)
+    batch = FrameIndexCollate(None, "radar")([{"radar_mask": m} for m in mask])
+    assert torch.equal(batch[FRAME_INDEX], index)
+
+
+def test_convlstm_computes_a_date_no_sample_has_and_discards_it() -> None:
+    """The old loop skipped such a date after asking the device; the result must not change."""
+    torch.manual_seed(0)
+    lstm = ConvLSTM(3, 4)
+    x = torch.randn(2, 3, 3, 5, 5)
+    hole = torch.cat([x[:, :1], 1e3 * torch.randn(2, 1, 3, 5, 5), x[:, 1:]], 1)
+    mask = torch.tensor([[True, False, True, True], [True, False, True, False]])
+    expected = lstm(x, mask[:, [0, 2, 3]])
+    torch.testing.assert_close(lstm(hole, mask), expected, rtol=0, atol=0)
+
+
+def test_aligned_length_from_the_collate_equals_the_device_read() -> None:
+    torch.manual_seed(0)
+    samples = []
+    for n_radar, n_optical in ((4, 2), (3, 5), (1, 1)):
+        samples.append({"radar": torch.randn(n_radar, 2, 4, 4), "optical": torch.randn(n_optical, 3, 4, 4),
+                        "radar_dates": torch.arange(n_radar) * 11.0, "optical_dates": torch.arange(n_optical) * 7.0})
+    plain = sits_collate(samples)
+    with_length = AlignedLengthCollate(sits_collate)(samples)
+    assert with_length[ALIGNED_LENGTH] == aligned_length(plain) == 3  # max over samples of min(4, 2), min(3, 5), min(1, 1)
+    for got, want in zip(align_modalities(with_length), align_modalities(plain), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_slot_layout_gives_the_extents_the_device_reads_gave() -> None:
+    task = mock.MockReconstructionTask()
+    data, _ = task.resolve_data(None, "smoke")
+    cell = task.spec.cells[0]
+    ctx = RunContext(device=torch.device("cpu"), seed=0, profile="smoke", hparams={}, checkpoint_dir=Path("."))
+    items = [task.windows(data, "test", cell, ctx)[i] for i in range(4)]
+    batch = SlotLayoutCollate(task.collate)(items)
+    plain = {k: v for k, v in batch.items() if k != SLOT_LAYOUT}
+    targets = [next(k for k, s in plain["sources"].items() if s["avail"][i]) for i in range(4)]
+    fast, slow = pack(batch, targets, 4), pack(plain, targets, 4)
+    assert fast.extents is not None and slow.extents is None and fast.size == slow.size
+    assert availability(batch) == availability(plain)
+    for i in range(4):
+        a, b = fast.select(i), slow.select(i)
+        assert [v.shape for v in a.values] == [v.shape for v in b.values]
+        for va, vb in zip(a.values + a.coords, b.values + b.coords, strict=True):
+            torch.testing.assert_close(va, vb, rtol=0, atol=0, equal_nan=True)
+    swath = torch.full((2, 6, 7), float("nan"))
+    swath[:, :3, :5] = 1.0
+    assert swath_extent(swath) == (3, 5) and swath_extent(torch.full((2, 4, 4), float("nan"))) == (1, 1)
+
+
+def test_caco_epoch_counter_needs_no_device_read_and_survives_a_reload() -> None:
+    hp = dict(SECO_PROFILES["smoke"])
+    ids = [str(i) for i in range(4)]
+    model = CaCoPretrainer(build_encoder({"radar": 3, "optical": 3}, hp), hp, ids, epoch_steps=2)
+    model.steps.fill_(5)
+    again = CaCoPretrainer(build_encoder({"radar": 3, "optical": 3}, hp), hp, ids, epoch_steps=2)
+    assert again.host_steps == 0
+    again.load_state_dict(model.state_dict())
+    assert again.host_steps == 5
