@@ -28,16 +28,12 @@ import contextlib
 import dataclasses
 import math
 import os
-import pickle
-import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -47,6 +43,17 @@ from tqdm.auto import tqdm
 
 from .accumulation import LOSS_WEIGHT, MicroBatchStep
 from .batching import BatchSplit, GlobalBatchSampler
+from .checkpoints import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    CheckpointError,
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    restore,
+    seed_everything,
+    set_rng_state,
+)
 from .curves import CURVE_NAME, CurveLog, tensorboard_wanted
 from .loading import loader_kwargs
 from .step_values import PendingSteps, StepValues
@@ -69,11 +76,10 @@ __all__ = [
     "is_main_process",
     "lr_factor",
     "move_to_device",
+    "seed_everything",
     "unwrap",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-_FORMAT = 1
 # Fields that change how a run executes but not what it computes: they may differ on resume.
 # ``micro_batch_size`` and ``compile`` change float rounding only (the global batch, its samples
 # and its loss weighting stay), so a run may resume on a smaller GPU with a smaller micro-batch.
@@ -87,10 +93,6 @@ CUDA_LOG_EVERY = 50  # log_every=0 on an accelerator: one host read per 50 steps
 
 LossOutput = Tensor | tuple[Tensor, Mapping[str, Any]]
 LossFn = Callable[[nn.Module, Any], LossOutput]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: unreadable, truncated, or written by a different run."""
 
 
 # --------------------------------------------------------------------------- config / result
@@ -377,103 +379,9 @@ def default_scheduler(optimizer: torch.optim.Optimizer, config: FitConfig) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
 
 
-# --------------------------------------------------------------------------- RNG state
-def seed_everything(seed: int) -> None:
-    """Seed torch, Python and NumPy's global generators (jobs and training stages both use it)."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def _get_rng_state(device: torch.device) -> dict[str, Any]:
-    """All global RNG states, as tensors/numbers only so ``weights_only`` loading accepts them.
-
-    On CUDA only this rank's device is saved: touching every GPU would open a context on each.
-    """
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py["version"], tuple(int(x) for x in py["internal"].tolist()), py["gauss"]))
-    npy = state["numpy"]
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"]))
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# --------------------------------------------------------------------------- checkpoints
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Temp file in the same folder + fsync + os.replace: readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _load_checkpoint(path: Path, config: FitConfig, run: Mapping[str, Any]) -> dict[str, Any]:
-    """Read safely (``weights_only``) and refuse a checkpoint from a different run."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt ({exc}); delete it") from exc
-        detail = next((ln for ln in str(exc).splitlines() if "WeightsUnpickler" in ln), str(exc)[:300])
-        raise CheckpointError(
-            f"checkpoint {path} holds objects that safe loading (weights_only=True) refuses: "
-            f"{detail.strip()}. Only tensors, numbers, strings, lists and dicts belong in a checkpoint."
-        ) from exc
-    except Exception as exc:  # zip/EOF errors vary with the kind of damage
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. It is corrupt or truncated "
-            "(or not written by benchmark.training); delete it to train from scratch."
-        ) from exc
-    needed = {"format", "done", "step", "config", "run", "model", "optimizer", "scheduler", "data", "ranks"}
-    if not isinstance(ckpt, dict) or not needed <= ckpt.keys() or ckpt["format"] != _FORMAT:
-        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"checkpoint {path} is not a benchmark.training checkpoint (format {_FORMAT}); found {have}")
-    # A config field added after the checkpoint was written (e.g. warmup_fraction) counts as its
-    # default there: such a run computed what the default computes now.
-    defaults = {f.name: f.default for f in dataclasses.fields(FitConfig) if f.default is not dataclasses.MISSING}
-    saved_config = {**defaults, **ckpt["config"]} if isinstance(ckpt["config"], dict) else ckpt["config"]
-    diffs = [
-        f"{k}: checkpoint {saved.get(k, '<missing>')!r} != now {v!r}"
-        for saved, now in ((saved_config, dataclasses.asdict(config)), (ckpt["run"], run))
-        for k, v in now.items()
-        if k not in _RUNTIME_FIELDS and saved.get(k, "<missing>") != v
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"checkpoint {path} belongs to a different training run ({'; '.join(diffs)}); continuing it "
-            "would not reproduce this run. Delete it or use another checkpoint_dir."
-        )
-    return ckpt
-
-
-def _restore(path: Path, what: str, load: Callable[[], Any]) -> None:
-    try:
-        load()
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {path}: its {what} state does not fit this run: {exc}") from exc
+    """``benchmark.checkpoints.load_checkpoint`` with this module's runtime (non-identifying) fields."""
+    return load_checkpoint(path, config, run, _RUNTIME_FIELDS)
 
 
 def _gather(obj: Any, world: int) -> list[Any]:
@@ -577,12 +485,12 @@ def fit(
 
     step, losses, logs = 0, [], {}
     if ckpt is not None:
-        _restore(path, "model", lambda: module.load_state_dict(ckpt["model"]))
+        restore(path, "model", lambda: module.load_state_dict(ckpt["model"]))
         if len(ckpt["ranks"]) != world:
             raise CheckpointError(f"checkpoint {path} holds {len(ckpt['ranks'])} ranks, this run has {world}")
         step, losses = int(ckpt["step"]), [float(x) for x in ckpt["ranks"][rank]["losses"]]
         if ckpt["done"]:
-            _set_rng_state(ckpt["ranks"][rank]["rng"], device)
+            set_rng_state(ckpt["ranks"][rank]["rng"], device)
             reused = str(curve.path) if curve is not None and curve.path.is_file() else None
             return FitResult(step, losses[-1] if losses else math.nan, losses, step,
                              time.perf_counter() - start_time, 0, curve_file=reused, **shape)
@@ -595,9 +503,9 @@ def fit(
     optimizer = optimizer_factory(module) if optimizer_factory else default_optimizer(module, config)
     scheduler = scheduler_factory(optimizer, config) if scheduler_factory else default_scheduler(optimizer, config)
     if ckpt is not None:
-        _restore(path, "optimizer", lambda: optimizer.load_state_dict(ckpt["optimizer"]))
+        restore(path, "optimizer", lambda: optimizer.load_state_dict(ckpt["optimizer"]))
         if scheduler is not None and ckpt["scheduler"] is not None:
-            _restore(path, "scheduler", lambda: scheduler.load_state_dict(ckpt["scheduler"]))
+            restore(path, "scheduler", lambda: scheduler.load_state_dict(ckpt["scheduler"]))
 
     sampler = GlobalBatchSampler(len(data), seed * 1_000_003 + 17, split, rank, config.drop_last,
                                  epoch_seeded=getattr(data, "epoch_seeded", False) is True)
@@ -609,7 +517,7 @@ def fit(
     if ckpt is not None:
         epoch, consumed = int(ckpt["data"]["epoch"]), int(ckpt["data"]["batch"])
         sampler.generator.set_state(ckpt["data"]["generator"])
-        _set_rng_state(ckpt["ranks"][rank]["rng"], device)  # last: nothing may draw from the RNGs before step 1
+        set_rng_state(ckpt["ranks"][rank]["rng"], device)  # last: nothing may draw from the RNGs before step 1
     ckpt = None  # free the CPU copy of the weights
 
     ddp = None
@@ -629,14 +537,14 @@ def fit(
     pending = PendingSteps()
 
     def save(done: bool) -> None:
-        ranks = _gather({"rng": _get_rng_state(device), "losses": list(losses)}, world)
+        ranks = _gather({"rng": get_rng_state(device), "losses": list(losses)}, world)
         if world > 1:
             _assert_replicas_in_sync(module, device)
         if curve is not None:
             curve.flush()  # the curve on disk reaches at least the checkpoint's step
         if rank == 0 and path is not None:
-            _atomic_save({
-                "format": _FORMAT, "done": done, "step": step, "config": dataclasses.asdict(config),
+            atomic_save({
+                "format": FORMAT, "done": done, "step": step, "config": dataclasses.asdict(config),
                 "run": run, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "data": {"epoch": epoch, "batch": consumed, "generator": sampler.epoch_start_state},
