@@ -4,6 +4,7 @@ exactly the values of the whole-patch decode."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,11 +28,28 @@ from tasks.sits.subsample import subsample_sample
 from tasks.sits.task import _View, random_crop
 from tasks.sits.window import crop_window
 
+FORKED = {"multiprocessing_context": "fork"} if sys.platform.startswith("linux") else {}
+
 
 def test_cpu_defaults_keep_one_process() -> None:
     assert loader_kwargs("cpu") == {"num_workers": 0, "pin_memory": False}
-    assert loader_kwargs(torch.device("cpu"), num_workers=2) == {"num_workers": 2, "pin_memory": False, "persistent_workers": False}
+    assert loader_kwargs(torch.device("cpu"), num_workers=2) == {"num_workers": 2, "pin_memory": False, "persistent_workers": False, **FORKED}
     assert loader_kwargs("cpu", num_workers=2, prefetch_factor=3)["prefetch_factor"] == 3
+
+
+def test_workers_can_read_entry_views() -> None:
+    """An EntryView holds a closure (no pickling: entries cannot reach the reader through it), so
+    workers must be forked, not spawned, whatever Python's default start method."""
+    import pickle
+
+    from benchmark.guard import EntryView
+
+    view = EntryView([{"x": torch.tensor([float(i)])} for i in range(6)])
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        pickle.dumps(view)
+    if FORKED:
+        loader = torch.utils.data.DataLoader(view, batch_size=3, **loader_kwargs("cpu", num_workers=2))
+        assert [b["x"].flatten().tolist() for b in loader] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
 
 
 def test_cuda_defaults_overlap_loading_with_compute(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +57,7 @@ def test_cuda_defaults_overlap_loading_with_compute(monkeypatch: pytest.MonkeyPa
     workers = min(CUDA_MAX_WORKERS, usable_cores())
     expected = {"num_workers": workers, "pin_memory": True}
     if workers:
-        expected |= {"persistent_workers": True, "prefetch_factor": CUDA_PREFETCH_FACTOR}
+        expected |= {"persistent_workers": True, "prefetch_factor": CUDA_PREFETCH_FACTOR, **FORKED}
     assert loader_kwargs("cuda:0") == expected  # no CUDA needed: only the device type is read
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(10 * usable_cores()))  # ranks on one host share its cores
     assert loader_kwargs("cuda")["num_workers"] == 0 and "prefetch_factor" not in loader_kwargs("cuda")
@@ -48,7 +66,7 @@ def test_cuda_defaults_overlap_loading_with_compute(monkeypatch: pytest.MonkeyPa
 
 def test_eval_settings_come_from_eval_hparams() -> None:
     got = eval_loader_kwargs({"eval_num_workers": 3, "eval_prefetch_factor": 2, "num_workers": 7}, "cuda")
-    assert got == {"num_workers": 3, "pin_memory": True, "persistent_workers": False, "prefetch_factor": 2}
+    assert got == {"num_workers": 3, "pin_memory": True, "persistent_workers": False, "prefetch_factor": 2, **FORKED}
     assert eval_loader_kwargs(None, "cpu") == loader_kwargs("cpu")
     assert eval_loader_kwargs({"eval_persistent_workers": True, "eval_num_workers": 1}, "cpu")["persistent_workers"] is True
 
