@@ -230,3 +230,22 @@ def test_motif_weights_its_micro_batches_by_their_targets() -> None:
     combined = sum(w * loss for w, loss in zip(weights, losses, strict=True)) / sum(weights)
     torch.testing.assert_close(combined, masked_mse(pred, target, valid))
     assert not torch.allclose(sum(losses) / 2, masked_mse(pred, target, valid))
+
+
+def test_an_accumulating_run_resumes_exactly(tmp_path: Path) -> None:
+    config = dataclasses.replace(CFG, micro_batch_size=2, log_every=4)
+    reference, r_ref = train(config, weighted_unit_mean)
+
+    class Crash(Exception):
+        pass
+
+    def crash(step: int, loss: float, logs: dict) -> None:
+        if step == 7:
+            raise Crash
+
+    interrupted = dataclasses.replace(config, checkpoint_every=6)
+    with pytest.raises(Crash):
+        train(interrupted, weighted_unit_mean, checkpoint_dir=tmp_path, on_step=crash)
+    resumed, result = train(interrupted, weighted_unit_mean, checkpoint_dir=tmp_path)
+    assert result.resumed_from == 6 and result.losses == r_ref.losses
+    assert all(torch.equal(x, y) for x, y in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True))
