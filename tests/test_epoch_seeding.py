@@ -107,3 +107,26 @@ def test_keys_and_generators() -> None:
     draw = [int(torch.randint(1 << 30, (1,), generator=epoch_generator(7, e, 3))) for e in (0, 0, 1)]
     assert draw[0] == draw[1] != draw[2]
     assert list(EpochKeys(2, epochs=2)) == [(0, 0), (0, 1), (1, 0), (1, 1)] and len(EpochKeys(2, epochs=2)) == 4
+
+
+def test_fit_with_workers_trains_on_what_one_process_reads(sudan_train: Any) -> None:
+    """End to end through fit's keyed sampler: the per-step losses depend on every crop drawn, so
+    two workers (re-forked each epoch) and one process must log the same losses."""
+    from benchmark.collate import sits_collate
+    from benchmark.training import FitConfig, fit
+
+    view = EntryView(sudan_train)
+
+    def run(workers: int) -> list[float]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(1, 1)
+
+        def loss_fn(m: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+            return (m(batch["radar"].mean((1, 2, 3, 4))[:, None]) ** 2).mean()
+
+        config = FitConfig(steps=3 * len(view) // 2, batch_size=2, num_workers=workers, amp=False, persistent_workers=False)
+        return fit(model, loss_fn, view, config, device="cpu", seed=0, collate_fn=sits_collate, progress=False).losses
+
+    single = run(0)
+    assert len(set(single)) == len(single)  # epochs differ: no step repeats another's crops
+    assert run(2) == single
