@@ -39,11 +39,12 @@ class StepValues:
 
 
 def scalar(value: Any, name: str) -> Scalar:
-    """A log value as a detached 0-d float64 tensor (no host read) or a Python float."""
+    """A log value as a detached 0-d tensor (no host read) or a Python float."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"log {name!r} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        return value.detach().reshape(()).double()
+        value = value.detach()
+        return value.reshape(()) if value.ndim else value
     try:
         return float(value)
     except (TypeError, ValueError) as exc:
@@ -51,14 +52,15 @@ def scalar(value: Any, name: str) -> Scalar:
 
 
 def read_scalars(values: list[Scalar]) -> list[float]:
-    """Host floats of ``values`` with one device-to-host copy per device (one sync, not one per value)."""
+    """Host floats of ``values`` with one device-to-host copy per device and dtype (one sync in all,
+    not one per value); each float is exactly what ``.item()`` of its tensor gives."""
     out: list[float | None] = [v if isinstance(v, float) else None for v in values]
-    by_device: dict[torch.device, list[int]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, v in enumerate(values):
         if isinstance(v, Tensor):
-            by_device.setdefault(v.device, []).append(i)
-    for indices in by_device.values():
-        read = torch.stack([values[i].double() for i in indices]).cpu().tolist()
+            groups.setdefault((v.device, v.dtype), []).append(i)
+    for indices in groups.values():
+        read = torch.stack([values[i] for i in indices]).cpu().tolist()
         for i, x in zip(indices, read, strict=True):
             out[i] = float(x)
     return [float(x) for x in out]
@@ -78,7 +80,8 @@ class PendingSteps:
         for name in ("loss", "grad_norm"):
             value = getattr(values, name)
             if isinstance(value, Tensor):
-                setattr(values, name, value.detach().reshape(()))
+                value = value.detach()
+                setattr(values, name, value.reshape(()) if value.ndim else value)
         self._steps.append(values)
 
     def drain(self) -> list[StepValues]:
