@@ -31,13 +31,14 @@ from benchmark.contracts import EntryMetadata, RunContext
 from .seco import CITATION as SECO_CITATION
 from .seco import ContrastiveBaseline, MoCoSubspaces, contrastive_profiles
 from .ssl_common import (
+    LOCATION_ID,
     MODALITIES,
+    batch_id_tensor,
     crop_only,
     dataset_ids,
     full_augment,
     gather_frames,
     info_nce,
-    location_ids,
     moco_hparams,
     paired_similarity,
     sample_dates,
@@ -47,6 +48,7 @@ from .ssl_common import (
 )
 
 CITATION = "Mall et al., Change-Aware Sampling and Contrastive Learning for Satellite Images, CVPR 2023; " + SECO_CITATION
+LOCATION_INDEX = "location_index"  # batch key: each sample's row in the change-state buffers, from IdTensorsCollate
 EPOCH_END_RANGE = "host.epoch_end"  # profiler range of the once-per-epoch host work (tests/test_host_syncs.py)
 RUNNING_FACTOR = 4.0  # running average: new = (4 · old + value) / 5, as CaCo's dataset bookkeeping
 
@@ -108,6 +110,7 @@ class CaCoPretrainer(MoCoSubspaces):
         self.register_buffer("changed", torch.zeros(shape, dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.epoch_steps, self.seed = max(1, int(epoch_steps)), seed
+        self.id_lookups = ((LOCATION_INDEX, self.index_of, None),)  # every id must be a pre-training location
         self.host_steps = 0  # ``steps`` mirrored on the host: the epoch test never waits for the device
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -143,8 +146,8 @@ class CaCoPretrainer(MoCoSubspaces):
             self.host_steps += 1
         self.update_key_encoder()
         dev = self.device
-        ids = location_ids(batch["id"], dev).repeat_interleave(2)
-        loc = torch.tensor([self.index_of[str(i)] for i in batch["id"]], device=dev)
+        ids = batch_id_tensor(batch, LOCATION_ID, dev).repeat_interleave(2)
+        loc = batch_id_tensor(batch, LOCATION_INDEX, dev, self.index_of)
         entries = (2 * loc[:, None] + torch.arange(2, device=dev)).flatten()  # (location, window) interleaved
         losses, logs = [], self.schedule_logs()
         for m, modality in enumerate(MODALITIES):

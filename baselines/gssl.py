@@ -35,17 +35,19 @@ from benchmark.contracts import EntryMetadata, RunContext
 
 from .seco import ContrastiveBaseline, MoCoSubspaces, contrastive_profiles
 from .ssl_common import (
+    LOCATION_ID,
     MODALITIES,
+    batch_id_tensor,
     full_augment,
     gather_frames,
     info_nce,
-    location_ids,
     moco_hparams,
     paired_similarity,
     sample_dates,
 )
 
 log = logging.getLogger(__name__)
+GEO_CLASS = "geo_class"  # batch key: each sample's geo class, from IdTensorsCollate
 _WARNED: set[str] = set()  # say once per process which fallback the geo classes use
 
 CITATION = "Ayush et al., Geography-Aware Self-Supervised Learning, ICCV 2021"
@@ -101,11 +103,12 @@ class GSSLPretrainer(MoCoSubspaces):
         n = max(classes.values()) + 1 if classes else 1
         self.geo_head = nn.Sequential(nn.ReLU(), nn.Linear(int(hp["emb_dim"]), n))
         self.geo_weight = float(hp["geo_weight"])
+        self.id_lookups = ((GEO_CLASS, classes, 0),)  # as before: an id without a class gets class 0
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.update_key_encoder()
-        ids = location_ids(batch["id"], self.device)
-        target = torch.tensor([self.class_of.get(str(i), 0) for i in batch["id"]], device=self.device)
+        ids = batch_id_tensor(batch, LOCATION_ID, self.device)
+        target = batch_id_tensor(batch, GEO_CLASS, self.device, self.class_of, 0)
         losses, logs = [], self.schedule_logs()
         for modality in MODALITIES:
             if modality not in batch:

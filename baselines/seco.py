@@ -29,14 +29,16 @@ from torch.nn import functional as F
 from benchmark.contracts import EntryMetadata, RunContext
 
 from .ssl_common import (
+    LOCATION_ID,
     MODALITIES,
+    IdLookup,
     KeyQueue,
     SegmentationBaseline,
+    batch_id_tensor,
     crop_only,
     full_augment,
     gather_frames,
     info_nce,
-    location_ids,
     make_momentum_copy,
     mlp_head,
     moco_hparams,
@@ -94,6 +96,8 @@ class MoCoSubspaces(nn.Module):
     ``momentum`` / ``queue_size`` and logged with every step.
     """
 
+    id_lookups: tuple[IdLookup, ...] = ()  # sample-id tables the collate turns into tensors (IdTensorsCollate)
+
     def __init__(self, encoder: DateEncoder, hp: dict[str, Any], n_spaces: int, modalities: tuple[str, ...] = MODALITIES):
         super().__init__()
         dim, mlp, emb = encoder.out_dim, int(hp["mlp_dim"]), int(hp["emb_dim"])
@@ -137,7 +141,7 @@ class SeCoPretrainer(MoCoSubspaces):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.update_key_encoder()
-        ids = location_ids(batch["id"], self.device)
+        ids = batch_id_tensor(batch, LOCATION_ID, self.device)
         losses, logs = [], self.schedule_logs()
         for modality in MODALITIES:
             if modality not in batch:

@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -51,6 +51,7 @@ from .temporal_backbone import valid_frame_index
 
 log = logging.getLogger(__name__)
 FRAME_INDEX = "frame_index"  # batch key: the valid frames of the fine-tuned modality, computed on the host
+LOCATION_ID = "location_id"  # batch key: ``location_ids`` of the batch's sample ids, computed on the host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,47 @@ class FrameIndexCollate:
         batch = (self.collate or torch.utils.data.default_collate)(items)
         batch[FRAME_INDEX] = valid_frame_index(batch[f"{self.modality}_mask"])
         return batch
+
+
+IdLookup = tuple[str, Mapping[str, int], int | None]  # (batch key, table of str(id) -> int, default or None: required)
+
+
+@dataclasses.dataclass(frozen=True)
+class IdTensorsCollate:
+    """``collate`` that adds the batch's ``location_ids`` under ``LOCATION_ID`` and, per lookup, the
+    table's integer for each sample id.
+
+    Why: ``torch.tensor(list, device="cuda")`` copies from pageable host memory and waits for the
+    stream; built here on the host, these tensors move with the batch like the rest of it.
+    """
+
+    collate: Callable[[list[Any]], Any] | None
+    lookups: tuple[IdLookup, ...] = ()
+
+    def __call__(self, items: list[Any]) -> Any:
+        batch = (self.collate or torch.utils.data.default_collate)(items)
+        batch[LOCATION_ID] = location_ids(batch["id"])
+        for key, table, default in self.lookups:
+            batch[key] = id_lookup(batch["id"], table, default)
+        return batch
+
+
+def id_lookup(ids: Iterable[Any], table: Mapping[str, int], default: int | None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``table[str(id)]`` per id as int64 (``default`` for missing ids; None: a missing id is an error)."""
+    try:
+        values = [table[str(i)] if default is None else table.get(str(i), default) for i in ids]
+    except KeyError as exc:
+        raise KeyError(f"sample id {exc.args[0]!r} is not one of the pre-training set's ids") from None
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def batch_id_tensor(batch: dict[str, Any], key: str, device: torch.device, table: Mapping[str, int] | None = None,
+                    default: int | None = None) -> torch.Tensor:
+    """The batch's ``key`` tensor made by ``IdTensorsCollate``; built here (one blocking copy) when
+    the batch did not come through it (``LOCATION_ID`` without a table)."""
+    if key in batch:
+        return batch[key]
+    return location_ids(batch["id"], device) if table is None else id_lookup(batch["id"], table, default, device)
 
 
 MODALITIES = ("radar", "optical")
@@ -417,7 +459,9 @@ class SegmentationBaseline:
         factory = self._pretrain_optimizer(ctx.hparams)
         if factory is not None:
             kwargs["optimizer_factory"] = factory
-        fit_in_context(ctx, model, lambda m, b: m(b), unlabeled, stage="pretrain", collate_fn=ctx.collate,
+        lookups = getattr(model, "id_lookups", None)  # pre-trainers that read sample ids get them as tensors
+        collate = ctx.collate if lookups is None else IdTensorsCollate(ctx.collate, tuple(lookups))
+        fit_in_context(ctx, model, lambda m, b: m(b), unlabeled, stage="pretrain", collate_fn=collate,
                        desc=f"pretrain {self.metadata.name}", **kwargs)
 
     def finetune(self, labeled: torch.utils.data.Dataset, modality: str, ctx: RunContext) -> None:

@@ -40,7 +40,14 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from baselines.caco import CaCoPretrainer
 from baselines.seco import PROFILES as SECO_PROFILES
 from baselines.seco import build_encoder
-from baselines.ssl_common import FRAME_INDEX, FrameIndexCollate
+from baselines.ssl_common import (
+    FRAME_INDEX,
+    LOCATION_ID,
+    FrameIndexCollate,
+    IdTensorsCollate,
+    batch_id_tensor,
+    location_ids,
+)
 from baselines.temporal_backbone import ConvLSTM, DateEncoder, encode_frames, valid_frame_index
 from benchmark import mock, registry
 from benchmark.collate import sits_collate
@@ -237,3 +244,16 @@ def test_caco_epoch_counter_needs_no_device_read_and_survives_a_reload() -> None
     assert again.host_steps == 0
     again.load_state_dict(model.state_dict())
     assert again.host_steps == 5
+
+
+def test_id_tensors_from_the_collate_equal_the_ones_built_in_forward() -> None:
+    items = [{"id": i, "radar": torch.zeros(1)} for i in ("17", "tile-b", "3")]
+    table = {"17": 4, "tile-b": 1, "3": 0}
+    batch = IdTensorsCollate(None, (("row", table, None), ("cls", {"17": 2}, 0)))(items)
+    assert torch.equal(batch[LOCATION_ID], location_ids(["17", "tile-b", "3"]))
+    assert batch["row"].tolist() == [4, 1, 0] and batch["cls"].tolist() == [2, 0, 0]
+    plain = {"id": ["17", "tile-b", "3"]}
+    assert torch.equal(batch_id_tensor(plain, "row", torch.device("cpu"), table), batch["row"])
+    assert torch.equal(batch_id_tensor(plain, LOCATION_ID, torch.device("cpu")), batch[LOCATION_ID])
+    with pytest.raises(KeyError, match="'tile-b' is not one of the pre-training set's ids"):
+        IdTensorsCollate(None, (("row", {"17": 0, "3": 1}, None),))(items)
