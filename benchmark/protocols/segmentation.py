@@ -32,10 +32,12 @@ from . import JobOutput, stage_keys
 HIDDEN = ("label",)  # what a segmentation entry never sees at pre-training or prediction time
 
 
-def _loader(dataset: Any, task: Any, batch_size: int, ctx: RunContext) -> torch.utils.data.DataLoader:
-    """The test loader, in order; workers / pinning / prefetch per device and ``eval_*`` hparams."""
+def _loader(dataset: Any, task: Any, batch_size: int, ctx: RunContext | None = None) -> torch.utils.data.DataLoader:
+    """The test loader, in order; workers / pinning / prefetch per ``ctx``'s device and ``eval_*``
+    hparams (no ``ctx``: one process)."""
+    settings = eval_loader_kwargs(ctx.hparams, ctx.device) if ctx is not None else eval_loader_kwargs(None, "cpu")
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(task, "collate", None),
-                                       **eval_loader_kwargs(ctx.hparams, ctx.device))
+                                       **settings)
 
 
 def score_confusions(cms: np.ndarray, spec: TaskSpec) -> dict[str, dict[str, Any]]:
