@@ -45,6 +45,8 @@ class ClosestSource:
         inputs=("pmw",),
         pretraining="none",
     )
+    # trains and predicts on the host (numpy / scikit-learn): nothing for ``benchmark estimate`` to size
+    host_only: ClassVar[bool] = True
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"max_fit_windows": 48, "pixels_per_pair": 400, "radius_km": 50.0, "min_pairs": 50, "eval_batch_size": 8},
         "mini": {"max_fit_windows": 1500, "pixels_per_pair": 1500, "radius_km": 50.0, "min_pairs": 200, "eval_batch_size": 8},

@@ -44,6 +44,8 @@ class PixelRandomForest:
         inputs=("radar", "optical"),
         pretraining="none",
     )
+    # trains and predicts on the host (numpy / scikit-learn): nothing for ``benchmark estimate`` to size
+    host_only: ClassVar[bool] = True
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"n_dates": 4, "trees": 10, "max_pixels": 3_000, "max_depth": 12, "eval_batch_size": 8},
         "mini": {"n_dates": 8, "trees": 100, "max_pixels": 40_000, "max_depth": 20, "crop_passes": 4, "eval_batch_size": 8},

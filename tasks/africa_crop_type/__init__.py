@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 from benchmark.contracts import BootstrapSpec, Cell, MetricSpec, TaskSpec
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
+from benchmark.estimate_data import EstimateData
+from tasks.sits.estimate import RealSizes, sits_estimate_data
 from tasks.sits.splits import check_disjoint, file_sha256
 from tasks.sits.task import SITSData, SITSTask, floor_comparisons, standard_cells
 
@@ -72,6 +74,10 @@ class AfricaCropTypeTask(SITSTask):
     dataset_dirname: ClassVar[str] = CANDIDATE_DIRS[0]
     synthetic_version: ClassVar[str] = "1"
     channels: ClassVar[dict[str, int]] = {"radar": 3, "optical": 3}
+    real_sizes: ClassVar[RealSizes] = RealSizes(
+        side=64, radar_dates=80, optical_dates=60, n_train=554, n_val=66, n_test=67,
+        source="South Sudan (SustainBench layout): 554 / 66 / 67 tiles of 64 x 64 px; series lengths "
+               "are upper bounds assumed for 2017 (S1 mixing both orbits: 80, S2: 60), not counted on the files")
     # Rustowicz et al.'s South Sudan recipe weights the loss by 1 − class frequency
     # (frequencies 0.72 / 0.11 / 0.10 / 0.07 for sorghum / maize / rice / groundnut): without it
     # the minority crops are never predicted at small training budgets.
@@ -82,6 +88,10 @@ class AfricaCropTypeTask(SITSTask):
     train_crop: ClassVar[dict[str, int | None]] = {"smoke": None, "mini": 32, "paper": None}
 
     # -- what SITSTask needs
+    def estimate_data(self, profile: str) -> EstimateData:
+        """Real-size stand-ins of the views, for ``benchmark estimate``."""
+        return sits_estimate_data(self, profile)
+
     def reader(self, root: Path, split: str, **kwargs: Any) -> SouthSudanDataset:
         return SouthSudanDataset(root, [split], **kwargs)
 

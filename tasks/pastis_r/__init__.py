@@ -21,7 +21,9 @@ from benchmark.contracts import (
 )
 from benchmark.data import resolve_data_root
 from benchmark.errors import BenchmarkError, DataError
+from benchmark.estimate_data import EstimateData
 
+from ..sits.estimate import RealSizes, sits_estimate_data
 from ..sits.task import SITSTask, floor_comparisons, standard_cells
 from .dataset import CLASS_NAMES, TRAIN_FOLDS, VOID, PastisRDataset, read_metadata
 from .synthetic import GENERATOR_VERSION, generate
@@ -82,10 +84,18 @@ class PastisRTask(SITSTask):
     dataset_dirname: ClassVar[str] = "PASTIS-R"
     synthetic_version: ClassVar[str] = GENERATOR_VERSION
     channels: ClassVar[dict[str, int]] = {"radar": 3, "optical": 3}
+    real_sizes: ClassVar[RealSizes] = RealSizes(
+        side=128, radar_dates=70, optical_dates=61, n_train=1455, n_val=482, n_test=496, coords=True,
+        source="PASTIS-R: 2,433 patches of 128 x 128 px in 5 folds (train = folds 1-3, val 4, test 5); "
+               "S2 38-61 dates, S1A ~70 (longest series, as the collate pads to it)")
 
     def __init__(self, radar: str = "S1A", optical_bands: str = "rgb"):
         self.radar, self.optical_bands = radar, optical_bands
         self.channels = {"radar": 3, "optical": 3 if optical_bands == "rgb" else 10}
+
+    def estimate_data(self, profile: str) -> EstimateData:
+        """Real-size stand-ins of the views, for ``benchmark estimate``."""
+        return sits_estimate_data(self, profile)
 
     def split_rule(self) -> dict[str, Any]:
         return {**super().split_rule(), "folds": {k: list(v) for k, v in FOLDS.items()}}

@@ -249,6 +249,12 @@ class TcPrimedTask:
         """Crop and window caps at ``profile`` (the harness hashes them into every job)."""
         return dict(PROFILE_DATA.get(profile, PROFILE_DATA["paper"]))
 
+    def estimate_data(self, profile: str) -> Any:
+        """Real-size stand-ins of the windows, for ``benchmark estimate`` (``tasks.tc_primed.estimate``)."""
+        from .estimate import tc_estimate_data
+
+        return tc_estimate_data(self, profile)
+
     def info(self, data: TcData, cell: Cell) -> dict[str, Any]:
         return {"sources": list(SOURCE_NAMES), "channels": len(CHANNELS), "channel_names": list(CHANNELS),
                 "characs_dim": len(CHARAC_NAMES), "characs_names": list(CHARAC_NAMES), "max_train_sources": MAX_TRAIN_SOURCES,
