@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__, registry
 from .contracts import PROFILES
 from .errors import BenchmarkError
+from .estimate_render import add_estimate_parser, cmd_estimate
 from .plan import RunOptions, make_plan
 
 DATA_COMMANDS = {
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_rescore(sub)
     _add_curves(sub)
+    add_estimate_parser(sub)
     p = sub.add_parser("check-entry", help="run an entry through a whole job on a tiny mock task and report problems")
     p.add_argument("spec", help="entry name, module:Class or path/file.py:Class")
     p.add_argument("--device", default="cpu")
@@ -424,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_curves(args)
         if args.command == "check-entry":
             return cmd_check_entry(args)
+        if args.command == "estimate":
+            return cmd_estimate(args)
         return cmd_data(args.command, args.task, args.rest)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
