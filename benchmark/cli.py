@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, registry
+from . import __version__, ranks, registry
 from .contracts import PROFILES
 from .errors import BenchmarkError
 from .estimate_render import add_estimate_parser, cmd_estimate
@@ -284,6 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     reap_orphans_of_jobs()  # processes a job leaves behind are killed when it ends
     executor = _executor(args)
     summaries = runner.run(args.task, args.entry, executor=executor, **{k: v for k, v in vars(opts).items() if k not in ("task", "entries")})
+    if not ranks.is_main():  # under torchrun rank 0 alone renders, prints and writes the tables; its status is all ranks'
+        return 0
     if args.executor == "slurm" and args.no_wait:
         print(f"submitted; render the tables when the jobs are done: python -m benchmark table --task {args.task} --profile {args.profile}")
         return 0
@@ -415,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list()
         if args.command == "run":
-            return cmd_run(args)
+            return ranks.same_exit_status(lambda: cmd_run(args))
         if args.command == "table":
             return cmd_table(args)
         if args.command == "compare":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,9 @@ def stage_lock(folder: Path) -> Iterator[None]:
     try:
         import fcntl
     except ModuleNotFoundError:  # pragma: no cover - not POSIX
+        yield
+        return
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # torchrun: rank 0 holds it for its ranks (they train in step with it)
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)

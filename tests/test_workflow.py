@@ -160,7 +160,7 @@ def test_records_carry_where_and_how_they_were_made(tmp_path: Path) -> None:
                      "--seed", "0", "--no-progress", "--set", "steps=3"])
     assert code == 0
     rec = json.loads((tmp_path / "mock_segmentation/smoke/pixel_linear/radar-100-seed0.json").read_text())
-    assert rec["schema"] == SCHEMA_VERSION == 3
+    assert rec["schema"] == SCHEMA_VERSION == 4 and rec["execution"]["world_size"] == 1
     assert rec["command"].startswith("python -m benchmark run --task ") and rec["command"].endswith("--set steps=3")
     env = rec["environment"]
     assert {"cpu_model", "cuda", "cudnn", "gpus", "world_size", "load_avg_1m", "usable_cores", "hostname"} <= set(env)
@@ -186,9 +186,10 @@ def test_schema_1_and_2_records_are_migrated_without_guessing() -> None:
           "extra": {"fit_log": {"finetune": {"steps": 10, "samples": 80, "seconds": 1.5, "resumed_from": 0}}}}
     out = migrate(v1)
     validate(out)
-    assert out["schema"] == 3 and out["migrated_from"] == 1 and v1["schema"] == 1
+    assert out["schema"] == SCHEMA_VERSION and out["migrated_from"] == 1 and v1["schema"] == 1
     assert out["entry_source"]["source"] == "unknown (schema-1 record)" and out["execution"]["isolation"] == "unknown"
-    assert out["training"]["finetune"] == {"steps": 10, "samples": 80, "seconds": 1.5, "resumed_from": 0, "curve": None}
+    assert out["training"]["finetune"] == {"steps": 10, "samples": 80, "seconds": 1.5, "resumed_from": 0, "curve": None,
+                                           "world_size": None, "micro_batch_size": None, "accumulate": None, "global_batch_size": None}
     assert out["environment"] == {"git_sha": "unknown"} and out["command"] is None
     with pytest.raises(RecordError, match="needs 'training' and 'environment'"):
         validate({**out, "training": None})
