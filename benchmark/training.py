@@ -27,10 +27,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from .accumulation import LOSS_WEIGHT, MicroBatchStep
-from .batching import BatchSplit, GlobalBatchSampler
+from .batching import GlobalBatchSampler
 from .checkpoints import (
     CHECKPOINT_NAME,
     FORMAT,
@@ -55,6 +53,15 @@ from .checkpoints import (
     set_rng_state,
 )
 from .curves import CURVE_NAME, CurveLog, tensorboard_wanted
+from .devices import (
+    autocast_context,
+    distributed_info,
+    is_main_process,
+    move_to_device,
+    setup_distributed,
+    unwrap,
+)
+from .fit_config import _RUNTIME_FIELDS, FitConfig, FitResult
 from .loading import loader_kwargs
 from .step_values import PendingSteps, StepValues
 
@@ -80,238 +87,8 @@ __all__ = [
     "unwrap",
 ]
 
-# Fields that change how a run executes but not what it computes: they may differ on resume.
-# ``micro_batch_size`` and ``compile`` change float rounding only (the global batch, its samples
-# and its loss weighting stay), so a run may resume on a smaller GPU with a smaller micro-batch.
-_RUNTIME_FIELDS = frozenset({"num_workers", "checkpoint_every", "ddp_find_unused_parameters", "micro_batch_size",
-                             "log_every", "pin_memory", "persistent_workers", "prefetch_factor", "compile"})
-_INT_FIELDS = ("steps", "batch_size", "warmup_steps", "checkpoint_every", "micro_batch_size", "log_every")
-_OPTIONAL_INT_FIELDS = ("num_workers", "prefetch_factor")
-_FLOAT_FIELDS = ("lr", "weight_decay", "warmup_fraction", "min_lr_ratio")
-SCHEDULES = ("cosine", "constant")
-CUDA_LOG_EVERY = 50  # log_every=0 on an accelerator: one host read per 50 steps
-
 LossOutput = Tensor | tuple[Tensor, Mapping[str, Any]]
 LossFn = Callable[[nn.Module, Any], LossOutput]
-
-
-# --------------------------------------------------------------------------- config / result
-@dataclass
-class FitConfig:
-    """What is trained and how; every field except the runtime ones identifies the run.
-
-    ``batch_size`` is the global batch of one optimizer step (the paper's), over all ranks and
-    micro-batches; ``micro_batch_size`` (0 = ``batch_size // world size``) is what one forward on
-    one device holds, and the accumulation is derived from both. Runtime fields: ``log_every``
-    (host reads of loss/logs every N steps; 0 = every step on CPU, ``CUDA_LOG_EVERY`` elsewhere),
-    the loader settings (``None`` = ``benchmark.loading.loader_kwargs`` device defaults) and
-    ``compile`` (``torch.compile`` the model).
-    """
-
-    steps: int
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    warmup_fraction: float = 0.0  # warm-up as a share of ``steps`` (exclusive with ``warmup_steps``)
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    num_workers: int | None = None
-    checkpoint_every: int = 0
-    amp: bool = True
-    drop_last: bool = True
-    ddp_find_unused_parameters: bool = False
-    micro_batch_size: int = 0
-    log_every: int = 0
-    pin_memory: bool | None = None
-    persistent_workers: bool | None = None
-    prefetch_factor: int | None = None
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        # Profiles are data (often YAML/JSON): coerce 1e3 -> 1000 but refuse 2.5 steps.
-        for name in _INT_FIELDS + _OPTIONAL_INT_FIELDS:
-            value = getattr(self, name)
-            if value is None and name in _OPTIONAL_INT_FIELDS:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
-                raise ValueError(f"FitConfig.{name} must be an integer, got {value!r}")
-            setattr(self, name, int(value))
-        for name in _FLOAT_FIELDS:
-            setattr(self, name, float(getattr(self, name)))
-        if self.grad_clip is not None:
-            self.grad_clip = float(self.grad_clip)
-            if self.grad_clip <= 0:
-                raise ValueError(f"FitConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        self.amp, self.drop_last, self.compile = bool(self.amp), bool(self.drop_last), bool(self.compile)
-        self.ddp_find_unused_parameters = bool(self.ddp_find_unused_parameters)
-        for name in ("pin_memory", "persistent_workers"):
-            if getattr(self, name) is not None:
-                setattr(self, name, bool(getattr(self, name)))
-        checks = {
-            "steps": self.steps >= 0,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_steps": self.warmup_steps >= 0,
-            "warmup_fraction": 0.0 <= self.warmup_fraction <= 1.0,
-            "min_lr_ratio": 0.0 <= self.min_lr_ratio <= 1.0,
-            "num_workers": self.num_workers is None or self.num_workers >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "schedule": self.schedule in SCHEDULES,
-            "micro_batch_size": self.micro_batch_size >= 0,
-            "log_every": self.log_every >= 0,
-            "prefetch_factor": self.prefetch_factor is None or self.prefetch_factor >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid FitConfig: " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
-        if self.warmup_steps and self.warmup_fraction:
-            raise ValueError(
-                f"FitConfig: give either warmup_steps ({self.warmup_steps}) or warmup_fraction "
-                f"({self.warmup_fraction}), not both: set the other to 0 (for one stage: "
-                "<stage>_warmup_steps: 0 or <stage>_warmup_fraction: 0)"
-            )
-        self.split()  # a global batch this process's world cannot split is refused now, not mid-run
-
-    def split(self, world_size: int | None = None) -> BatchSplit:
-        """How ``batch_size`` splits over ``world_size`` ranks (default: this process's world)."""
-        world = distributed_info()[1] if world_size is None else world_size
-        return BatchSplit.of(self.batch_size, self.micro_batch_size, world)
-
-    @property
-    def accumulate(self) -> int:
-        """Micro-batches per rank and optimizer step at this process's world size."""
-        return self.split().accumulate
-
-    def log_interval(self, device: torch.device | str) -> int:
-        """``log_every``, with 0 resolved per device (host reads cost nothing on a CPU)."""
-        if self.log_every:
-            return self.log_every
-        return 1 if torch.device(device).type == "cpu" else CUDA_LOG_EVERY
-
-    @property
-    def warmup(self) -> int:
-        """Warm-up steps in effect: ``warmup_steps`` if set, else ``floor(warmup_fraction · steps)``."""
-        if self.warmup_steps:
-            return self.warmup_steps
-        return math.floor(self.warmup_fraction * self.steps + 1e-9)  # 0.05 · 700 is 35, not 34.999...
-
-    @classmethod
-    def from_hparams(cls, hp: Mapping[str, Any], prefix: str = "") -> FitConfig:
-        """Pick this config's keys from a profile dict; ``<prefix>_<key>`` beats plain ``<key>``.
-
-        ``prefix`` may be given as ``"pretrain"`` or ``"pretrain_"``; unknown keys are ignored
-        because the same dict also holds the model's hyper-parameters. Each field is picked on its
-        own, so ``pretrain_warmup_fraction`` and a plain ``warmup_fraction`` can live side by side;
-        ``warmup_steps`` and ``warmup_fraction`` conflict only when both picked values are non-zero
-        (e.g. ``pretrain_warmup_steps: 0`` with a plain ``warmup_fraction`` is fine and gives the
-        fraction).
-        """
-        if prefix and not prefix.endswith("_"):
-            prefix += "_"
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            for key in (prefix + f.name, f.name):
-                if key in hp:
-                    kwargs[f.name] = hp[key]
-                    break
-        if "steps" not in kwargs:
-            raise KeyError(f"hyper-parameters define neither {prefix}steps nor steps (keys: {sorted(hp)})")
-        return cls(**kwargs)
-
-
-@dataclass
-class FitResult:
-    """Outcome of one ``fit`` call; ``samples_seen``/``wall_time_s`` is this call's throughput."""
-
-    steps_done: int
-    final_loss: float
-    losses: list[float]  # per step since step 1 (rank-local), including steps before a resume
-    resumed_from: int  # 0 = fresh; == steps_done when a finished checkpoint was reused
-    wall_time_s: float
-    samples_seen: int  # samples trained on in this call, summed over ranks
-    final_logs: dict[str, float] = field(default_factory=dict)
-    curve_file: str | None = None  # the stage's curve (benchmark.curves), when one was written
-    world_size: int = 1
-    micro_batch_size: int = 0  # samples per forward per device
-    accumulate: int = 1  # micro-batches per rank and optimizer step
-    global_batch_size: int = 0  # samples per optimizer step over all ranks (the config's batch_size)
-
-
-# --------------------------------------------------------------------------- devices / DDP
-def distributed_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank): from the process group, else torchrun's env, else (0, 1, 0)."""
-    if dist.is_available() and dist.is_initialized():
-        rank = dist.get_rank()
-        return rank, dist.get_world_size(), int(os.environ.get("LOCAL_RANK", rank))
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1:
-        return int(os.environ.get("RANK", 0)), world, int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (and always in a single process): the one that writes files and shows bars."""
-    return distributed_info()[0] == 0
-
-
-def _setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """Join torchrun's process group when launched under it; never needed for one process."""
-    already = dist.is_available() and dist.is_initialized()
-    world = dist.get_world_size() if already else int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
-        return 0, 1, device
-    if not already:
-        missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-        if missing:
-            # Running N independent copies that all write the same checkpoint would be worse.
-            raise RuntimeError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; launch with torchrun")
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank, world, local_rank = distributed_info()
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return rank, world, device
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP (or ``torch.compile``) wrapper, whose state_dict has clean keys."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile wrapper
-            model = model._orig_mod
-        else:
-            return model
-
-
-def move_to_device(obj: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
-    """Recursively move tensors inside dicts/lists/tuples (namedtuples too); leave the rest as is."""
-    if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, Mapping):
-        moved = {k: move_to_device(v, device, non_blocking) for k, v in obj.items()}
-        try:
-            return type(obj)(moved)
-        except TypeError:
-            return moved
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(move_to_device(v, device, non_blocking) for v in obj))
-    if isinstance(obj, list | tuple):
-        return type(obj)(move_to_device(v, device, non_blocking) for v in obj)
-    return obj
-
-
-def autocast_context(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (no loss scaler needed); a no-op elsewhere so CPU runs stay fp32."""
-    device = torch.device(device)
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- optimizer / schedule
@@ -473,7 +250,7 @@ def fit(
         raise TypeError("fit needs a map-style Dataset with __len__ (its order is seeded and resumable)")
     if len(data) == 0:
         raise ValueError(f"{desc}: the training dataset is empty")
-    rank, world, device = _setup_distributed(torch.device(device))
+    rank, world, device = setup_distributed(torch.device(device))
     split = config.split(world)
     shape = {"world_size": world, "micro_batch_size": split.micro_batch, "accumulate": split.accumulate,
              "global_batch_size": split.global_batch}

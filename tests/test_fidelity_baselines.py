@@ -28,7 +28,7 @@ from baselines.ssl_common import (
     paired_similarity,
     similarity,
 )
-from benchmark import registry, training
+from benchmark import fit_config, registry
 from benchmark.collate import sits_collate
 from benchmark.contracts import RunContext
 from benchmark.training import (
@@ -262,7 +262,7 @@ def test_pretrainer_logits_are_float32_under_bf16_autocast(entry: str, monkeypat
 def test_satmae_lr_scales_with_the_global_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     hp = epoch_steps(_ctx(satmae.PROFILES["paper"]), "pretrain", POOLS["africa_crop_type"]).hparams
     world = {"n": 1}
-    monkeypatch.setattr(training, "distributed_info", lambda: (0, world["n"], 0))  # the world fit would see
+    monkeypatch.setattr(fit_config, "distributed_info", lambda: (0, world["n"], 0))  # the world FitConfig checks against
 
     def lr(**extra: Any) -> float:
         ctx = satmae.SatMAE().pretrain_context(_Pool(1), _ctx({**hp, **extra}))
