@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from .contracts import PROFILES
@@ -28,14 +29,19 @@ def add_estimate_parser(sub: Any) -> None:
     p.add_argument("--utilisation", type=float, default=DEFAULT_UTILISATION, help="share of the dense bf16 peak reached (default 0.4)")
     p.add_argument("--world-size", type=int, default=1, help="devices sharing each optimizer step (default 1)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the JSON report to this file")
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     """0 when every stage fits, 1 when one does not (so scripts can gate on it)."""
     gpu = gpu_by_name(args.gpu, args.memory_gb)
     results = estimate_task(args.task, args.profile, gpu, args.entry, args.utilisation, args.world_size)
+    report = to_json(args.task, args.profile, gpu.name, results)
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=1) + "\n")
     if args.format == "json":
-        json.dump(to_json(args.task, args.profile, gpu.name, results), sys.stdout, indent=1)
+        json.dump(report, sys.stdout, indent=1)
         print()
     else:
         print(render(args.task, args.profile, gpu.name, args.utilisation, results))
