@@ -201,7 +201,7 @@ class TemporalMAE(nn.Module):
         latent = self.encode(torch.gather(tok, 1, keep[:, :, None].expand(-1, -1, self.dim)))
         y = self.dec_embed(latent)
         full = self.mask_token.expand(b, n, -1).clone()
-        full = full.scatter(1, keep[:, :, None].expand(-1, -1, self.dec_dim), y)
+        full = full.scatter(1, keep[:, :, None].expand(-1, -1, self.dec_dim), y.to(full.dtype))  # bf16 under autocast
         full = full + position_code(dates, h, w, self.dec_dim, self.dec_time_dim).flatten(1, 2).to(full.dtype)
         for blk in self.dec_blocks:
             full = blk(full)
