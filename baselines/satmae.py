@@ -218,7 +218,7 @@ class SatMAEPretrainer(nn.Module):
         super().__init__()
         self.mae, self.frames, self.mask_ratio = mae, int(hp["frames"]), float(hp["mask_ratio"])
 
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         losses, logs = [], {}
         for modality in MODALITIES:
             if modality not in batch:
@@ -227,7 +227,7 @@ class SatMAEPretrainer(nn.Module):
             frames, dates = gather_frames(batch[modality], idx), gather_frames(batch[f"{modality}_dates"], idx)
             loss = self.mae.reconstruction_loss(frames, dates, modality, self.mask_ratio)
             losses.append(loss)
-            logs[f"mse_{modality}"] = float(loss.detach())
+            logs[f"mse_{modality}"] = loss.detach()
         return torch.stack(losses).mean(), logs
 
 

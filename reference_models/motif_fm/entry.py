@@ -25,6 +25,7 @@ from benchmark.training import autocast_context, fit_in_context, move_to_device
 
 from .backbone import BackboneConfig, MotifBackbone
 from .flow import MotifDeterministic, MotifFlowMatching
+from .slots import SLOT_LAYOUT, SlotLayoutCollate, slot_layout
 
 CITATION = ("Dauvilliers & Monteleoni, A self-supervised multi-source framework and architecture for generative "
             "cross-sensor harmonization; MoTiF: Environmental Data Science 4:e36 (2025)")
@@ -88,7 +89,7 @@ class MotifFM:
         hp = steps_from_epochs(ctx.hparams, len(train))
         self.build(dict(ctx.task_info), hp, ctx.device, ctx.seed)
         fit_in_context(dataclasses.replace(ctx, hparams=hp), self.model, lambda model, batch: model(batch), train,
-                       stage="fit", collate_fn=ctx.collate, desc=f"fit {self.metadata.name}")
+                       stage="fit", collate_fn=SlotLayoutCollate(ctx.collate), desc=f"fit {self.metadata.name}")
         self.model.eval()
 
     @torch.no_grad()
@@ -96,7 +97,8 @@ class MotifFM:
         if self.model is None:
             raise RuntimeError("fit() must run before sample()")
         self.model.eval()
-        batch = move_to_device(batch, self.device)
+        with torch.profiler.record_function("host.slot_layout"):  # read on the host batch, before it moves
+            batch = move_to_device({**batch, SLOT_LAYOUT: slot_layout(batch)}, self.device)
         with autocast_context(self.device):
             out = self.model.sample(batch, n, generator, steps=int(self.hparams.get("sampling_steps", 24)),
                                     chunk=int(self.hparams.get("sample_chunk", n)))

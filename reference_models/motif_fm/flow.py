@@ -73,7 +73,7 @@ class MotifFlowMatching(nn.Module):
     def patch(self) -> int:
         return self.backbone.cfg.patch
 
-    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         slots = pack(batch, random_targets(batch), self.patch)
         x1_raw = slots.values[0]
         valid = torch.isfinite(x1_raw)
@@ -85,7 +85,7 @@ class MotifFlowMatching(nn.Module):
         xt = (1 - tb) * x0 + tb * x1
         v = self.backbone(self.backbone.context(slots), xt, t)
         loss = masked_mse(v, x1 - x0, valid)
-        return loss, {"sources_per_sample": float(slots.present.float().sum(1).mean()), "loss_weight": scored_targets(valid)}
+        return loss, {"sources_per_sample": slots.present.float().sum(1).mean(), "loss_weight": scored_targets(valid)}  # read by fit on log steps only
 
     @torch.no_grad()
     def sample(self, batch: Mapping[str, Any], n: int, generator: torch.Generator, steps: int = 24, chunk: int = 10) -> Tensor:
@@ -135,12 +135,12 @@ class MotifDeterministic(nn.Module):
         t = torch.zeros(slots.batch_size, device=slots.values[0].device)
         return self.backbone(self.backbone.context(slots), None, t)
 
-    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         slots = pack(batch, random_targets(batch), self.patch)
         y = slots.values[0]
         valid = torch.isfinite(y)
         loss = masked_mse(self._predict(slots), torch.nan_to_num(y, nan=0.0), valid)
-        return loss, {"sources_per_sample": float(slots.present.float().sum(1).mean()), "loss_weight": scored_targets(valid)}
+        return loss, {"sources_per_sample": slots.present.float().sum(1).mean(), "loss_weight": scored_targets(valid)}  # read by fit on log steps only
 
     @torch.no_grad()
     def sample(self, batch: Mapping[str, Any], n: int, generator: torch.Generator, steps: int = 0, chunk: int = 0) -> Tensor:
