@@ -138,7 +138,7 @@ class CaCoPretrainer(MoCoSubspaces):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.training:
-            if self.host_steps > 0 and self.host_steps % self.epoch_steps == 0:
+            if self.host_steps > 0 and self.host_steps % (self.epoch_steps * self.micro_batches) == 0:  # counts forwards
                 # the mixture is fitted by scikit-learn on the host: one device read per epoch, marked
                 with torch.profiler.record_function(EPOCH_END_RANGE):
                     self.end_of_epoch()

@@ -109,6 +109,11 @@ class MoCoSubspaces(nn.Module):
         self.queues = nn.ModuleDict({m: nn.ModuleList([KeyQueue(self.queue_size, emb) for _ in range(n_spaces)])
                                      for m in modalities})
         self.momentum, self.tau, self.hp = float(hp["momentum"]), float(hp["tau"]), hp
+        # Under gradient accumulation a forward is one of ``micro_batches`` per optimizer step, and
+        # the query encoder does not change between them: m^(1/k) applied k times towards the same
+        # weights is exactly one update with m, so the key encoder follows the optimizer steps.
+        self.micro_batches = max(1, int(hp.get("micro_batches", 1)))
+        self.forward_momentum = self.momentum ** (1.0 / self.micro_batches)
 
     def schedule_logs(self) -> dict[str, float]:
         """The MoCo schedule in use, for the step logs (curve columns)."""
@@ -119,8 +124,8 @@ class MoCoSubspaces(nn.Module):
         return self.heads_q[0][0].weight.device
 
     def update_key_encoder(self) -> None:
-        momentum_update(self.encoder_q, self.encoder_k, self.momentum)
-        momentum_update(self.heads_q, self.heads_k, self.momentum)
+        momentum_update(self.encoder_q, self.encoder_k, self.forward_momentum)
+        momentum_update(self.heads_q, self.heads_k, self.forward_momentum)
 
     def project_keys(self, images: list[torch.Tensor], modality: str) -> list[list[torch.Tensor]]:
         """``z[i][j]``: key image ``j`` in sub-space ``i`` (normalised, no gradient)."""

@@ -158,7 +158,8 @@ def moco_hparams(hp: dict[str, Any], pool_size: int, keys_per_sample: int = 1) -
     if (momentum, queue) != (float(hp["momentum"]), int(hp["queue_size"])):
         log.info("MoCo schedule for %d steps over %d samples (batch %d): momentum %.5g (profile %s), queue %d (profile %s)",
                  cfg.steps, pool_size, cfg.batch_size, momentum, hp["momentum"], queue, hp["queue_size"])
-    return {**hp, "momentum": momentum, "queue_size": queue}
+    # forwards per optimizer step on this rank: the key encoder's update and CaCo's epoch clock count them
+    return {**hp, "momentum": momentum, "queue_size": queue, "micro_batches": cfg.accumulate}
 
 
 # --------------------------------------------------------------------------- fp32 similarities

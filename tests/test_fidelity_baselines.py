@@ -282,3 +282,35 @@ def test_satmae_mini_and_smoke_keep_their_lr() -> None:
     for profile, expected in (("mini", 1.5e-3), ("smoke", 2e-3)):
         ctx = satmae.SatMAE().pretrain_context(_Pool(1), _ctx(satmae.PROFILES[profile], profile))
         assert FitConfig.from_hparams(ctx.hparams, "pretrain").lr == pytest.approx(expected, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- MoCo under accumulation
+@pytest.mark.parametrize("entry", ["seco", "gssl", "caco"])
+def test_key_encoder_follows_optimizer_steps_under_accumulation(entry: str) -> None:
+    """With 4 micro-batches per optimizer step the key encoder is updated once per forward, but
+    by m^(1/4), so after the 4 forwards of a step it equals one MoCo update with m (the query
+    encoder does not change within a step)."""
+    cls = registry.load_entry(entry)
+    hp = {**cls.profiles["smoke"], "pretrain_steps": 400, "pretrain_batch_size": 16, "pretrain_micro_batch_size": 4,
+          "momentum": 0.99, "queue_size": 64}
+    baseline = cls()
+    baseline.channels = {"radar": 3, "optical": 3}
+    baseline.net = seco.build_encoder(baseline.channels, hp)
+    model = baseline.build_pretrainer(_Pool(30), _ctx(hp, "smoke"))
+    assert model.micro_batches == 4 and model.momentum == pytest.approx(0.95)
+    torch.manual_seed(0)
+    for p in model.encoder_q.parameters():
+        p.data.add_(torch.randn_like(p))  # query != key, so the update is visible
+    start = [p.detach().clone() for p in model.encoder_k.parameters()]
+    for _ in range(4):
+        model.update_key_encoder()
+    for p_k, p_0, p_q in zip(model.encoder_k.parameters(), start, model.encoder_q.parameters(), strict=True):
+        torch.testing.assert_close(p_k, 0.95 * p_0 + 0.05 * p_q, rtol=1e-5, atol=1e-6)
+
+
+def test_moco_without_accumulation_keeps_its_momentum() -> None:
+    hp = {**seco.PROFILES["smoke"], "pretrain_steps": 400, "pretrain_batch_size": 16, "momentum": 0.99, "queue_size": 64}
+    used = moco_hparams(hp, 30)
+    assert used["micro_batches"] == 1
+    model = seco.SeCoPretrainer(seco.build_encoder({"radar": 3, "optical": 3}, hp), used)
+    assert model.forward_momentum == model.momentum == pytest.approx(0.95)
