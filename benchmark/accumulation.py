@@ -109,8 +109,11 @@ def _weight(value: Any, desc: str) -> Scalar:
 
 
 def _weighted_mean(values: list[Scalar], weights: list[Scalar], total: Scalar) -> Scalar:
+    """Σ w·v / Σ w; a total weight of 0 (no unit in the step, e.g. on one rank) gives Σ w·v = 0, not 0/0."""
     acc = sum((w * v for w, v in zip(weights[1:], values[1:], strict=True)), weights[0] * values[0])
-    return acc / total if isinstance(total, Tensor) else acc / max(total, 1e-30)
+    if isinstance(total, Tensor):
+        return acc / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return acc / max(total, 1e-30)
 
 
 def _mean_logs(logs: list[Mapping[str, Scalar]], weights: list[Scalar], total: Scalar) -> dict[str, Scalar]:

@@ -249,3 +249,19 @@ def test_an_accumulating_run_resumes_exactly(tmp_path: Path) -> None:
     resumed, result = train(interrupted, weighted_unit_mean, checkpoint_dir=tmp_path)
     assert result.resumed_from == 6 and result.losses == r_ref.losses
     assert all(torch.equal(x, y) for x, y in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True))
+
+
+def test_a_step_whose_micro_batches_all_weigh_zero_logs_zero_not_nan() -> None:
+    """A step with no scored unit (every micro-batch's loss_weight 0, each loss 0 as MoTiF's
+    masked_mse gives) trains nothing and logs loss 0, as the same step without micro-batches does;
+    0/0 in the weighted mean would raise "loss is nan" (or log NaN on a rank under DDP)."""
+
+    def no_units(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        loss = (model(batch["x"]) * 0).sum()
+        return loss, {"loss_weight": torch.zeros((), dtype=torch.long), "units": torch.zeros(())}
+
+    cfg = dataclasses.replace(CFG, steps=2, grad_clip=None)
+    _, whole = train(cfg, loss_fn=no_units)
+    _, micro = train(dataclasses.replace(cfg, micro_batch_size=2), loss_fn=no_units)
+    assert whole.losses == micro.losses == [0.0, 0.0]
+    assert micro.final_logs["units"] == 0.0
