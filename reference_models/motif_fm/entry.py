@@ -31,7 +31,10 @@ CITATION = ("Dauvilliers & Monteleoni, A self-supervised multi-source framework 
             "cross-sensor harmonization; MoTiF: Environmental Data Science 4:e36 (2025)")
 
 # the paper's 2 warm-up epochs of 150, as the fraction of the steps FitConfig warms up over
-_TRAIN_PAPER = {"epochs": 150, "warmup_fraction": 2 / 150, "batch_size": 16, "lr": 3e-4, "weight_decay": 0.05,
+# global batch 16 (the paper's) as 2 windows per device, the authors' per-GPU batch on 8 x H100: 16
+# whole-swath windows in one forward need > 145 GB of activations (issue 13, docs/gpu.md)
+_TRAIN_PAPER = {"epochs": 150, "warmup_fraction": 2 / 150, "batch_size": 16, "micro_batch_size": 2, "lr": 3e-4,
+                "weight_decay": 0.05,
                 "min_lr_ratio": 1e-7 / 3e-4, "grad_clip": 1.0, "eval_batch_size": 4}
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"values_dim": 32, "coords_dim": 16, "cond_dim": 32, "blocks": 2, "heads": 2, "patch": 4,
