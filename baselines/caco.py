@@ -112,10 +112,25 @@ class CaCoPretrainer(MoCoSubspaces):
         self.epoch_steps, self.seed = max(1, int(epoch_steps)), seed
         self.id_lookups = ((LOCATION_INDEX, self.index_of, None),)  # every id must be a pre-training location
         self.host_steps = 0  # ``steps`` mirrored on the host: the epoch test never waits for the device
+        self._forward_in_step = 0  # forwards of the current optimizer step so far (host, 0..micro_batches-1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         self.host_steps = int(self.steps)  # once per load (resume), not per step
+        self._forward_in_step = 0  # checkpoints are written between optimizer steps
+
+    def _begins_epoch(self) -> bool:
+        """Advance the clock by one training forward; True when it is the first forward of the
+        first optimizer step of an epoch after the first. ``steps`` counts optimizer steps, not
+        forwards, so a run resumed with another ``micro_batch_size`` keeps its epoch ends."""
+        first = self._forward_in_step == 0
+        self._forward_in_step = (self._forward_in_step + 1) % self.micro_batches
+        if not first:
+            return False
+        due = self.host_steps > 0 and self.host_steps % self.epoch_steps == 0
+        self.steps += 1
+        self.host_steps += 1
+        return due
 
     def end_of_epoch(self) -> None:
         for m in range(len(MODALITIES)):
@@ -138,12 +153,10 @@ class CaCoPretrainer(MoCoSubspaces):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.training:
-            if self.host_steps > 0 and self.host_steps % (self.epoch_steps * self.micro_batches) == 0:  # counts forwards
+            if self._begins_epoch():
                 # the mixture is fitted by scikit-learn on the host: one device read per epoch, marked
                 with torch.profiler.record_function(EPOCH_END_RANGE):
                     self.end_of_epoch()
-            self.steps += 1
-            self.host_steps += 1
         self.update_key_encoder()
         dev = self.device
         ids = batch_id_tensor(batch, LOCATION_ID, dev).repeat_interleave(2)

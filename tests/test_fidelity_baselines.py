@@ -314,3 +314,29 @@ def test_moco_without_accumulation_keeps_its_momentum() -> None:
     assert used["micro_batches"] == 1
     model = seco.SeCoPretrainer(seco.build_encoder({"radar": 3, "optical": 3}, hp), used)
     assert model.forward_momentum == model.momentum == pytest.approx(0.95)
+
+
+def test_caco_epoch_clock_counts_optimizer_steps_across_a_resume_with_other_micro_batches() -> None:
+    """micro_batch_size is a runtime setting (a run may resume with another): CaCo's epoch ends
+    must fall on the same optimizer steps whatever the number of forwards per step before and
+    after the resume (they fell one epoch early here when the clock counted forwards)."""
+    from baselines.caco import CaCoPretrainer
+
+    def run(model: CaCoPretrainer, steps: range) -> list[int]:
+        ends = []
+        for step in steps:  # 1-based optimizer steps
+            for _ in range(model.micro_batches):
+                if model._begins_epoch():
+                    ends.append(step)
+        return ends
+
+    hp = dict(seco.PROFILES["smoke"])
+    ids = [str(i) for i in range(4)]
+    enc = seco.build_encoder({"radar": 3, "optical": 3}, hp)
+    whole = CaCoPretrainer(enc, {**hp, "micro_batches": 1}, ids, epoch_steps=3)
+    assert run(whole, range(1, 11)) == [4, 7, 10]
+    before = CaCoPretrainer(enc, {**hp, "micro_batches": 2}, ids, epoch_steps=3)
+    ends = run(before, range(1, 6))
+    after = CaCoPretrainer(enc, {**hp, "micro_batches": 1}, ids, epoch_steps=3)
+    after.load_state_dict(before.state_dict())
+    assert ends + run(after, range(6, 11)) == [4, 7, 10]
