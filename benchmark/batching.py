@@ -5,7 +5,8 @@ share one optimizer step. Splitting it over ranks (DDP) and micro-batches (gradi
 is a memory decision, so it must not change which samples share a step: one process at batch G,
 two processes at micro-batch G/2, and one process at micro-batch G/4 with accumulation 4 all see
 the same global batches in the same order and, with the loss weighting of ``fit``, compute the
-same update up to float rounding.
+same update up to float rounding -- when the loss is a sum of per-sample terms: what couples the
+samples of one forward (BatchNorm statistics, in-batch negatives) sees a micro-batch only.
 
 The epoch order is one permutation from a seeded generator, whatever the world size; global batch
 ``s`` of an epoch is its slice ``[s·G, (s+1)·G)``, rank ``r`` takes every ``world``-th sample of it
