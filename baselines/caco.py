@@ -119,18 +119,20 @@ class CaCoPretrainer(MoCoSubspaces):
         self.host_steps = int(self.steps)  # once per load (resume), not per step
         self._forward_in_step = 0  # checkpoints are written between optimizer steps
 
-    def _begins_epoch(self) -> bool:
-        """Advance the clock by one training forward; True when it is the first forward of the
-        first optimizer step of an epoch after the first. ``steps`` counts optimizer steps, not
-        forwards, so a run resumed with another ``micro_batch_size`` keeps its epoch ends."""
+    def _advance_clock(self) -> None:
+        """Count one training forward; on the first forward of an optimizer step that begins an
+        epoch after the first, judge change (``end_of_epoch``). ``steps`` counts optimizer steps,
+        not forwards, so a run resumed with another ``micro_batch_size`` keeps its epoch ends."""
         first = self._forward_in_step == 0
         self._forward_in_step = (self._forward_in_step + 1) % self.micro_batches
         if not first:
-            return False
-        due = self.host_steps > 0 and self.host_steps % self.epoch_steps == 0
+            return
+        if self.host_steps > 0 and self.host_steps % self.epoch_steps == 0:
+            # the mixture is fitted by scikit-learn on the host: one device read per epoch, marked
+            with torch.profiler.record_function(EPOCH_END_RANGE):
+                self.end_of_epoch()
         self.steps += 1
         self.host_steps += 1
-        return due
 
     def end_of_epoch(self) -> None:
         for m in range(len(MODALITIES)):
@@ -153,10 +155,7 @@ class CaCoPretrainer(MoCoSubspaces):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.training:
-            if self._begins_epoch():
-                # the mixture is fitted by scikit-learn on the host: one device read per epoch, marked
-                with torch.profiler.record_function(EPOCH_END_RANGE):
-                    self.end_of_epoch()
+            self._advance_clock()
         self.update_key_encoder()
         dev = self.device
         ids = batch_id_tensor(batch, LOCATION_ID, dev).repeat_interleave(2)
