@@ -93,9 +93,12 @@ class MicroBatchStep:
         if self.world > 1:
             dist.all_reduce(total)  # DDP already averaged the gradients over ranks: hence × world below
         scale = self.world / total.clamp_min(torch.finfo(torch.float32).tiny)
-        grads = [p.grad for p in self.trainable if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for p in self.trainable:
+            if p.grad is not None:
+                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        for dtype, grads in by_dtype.items():  # the scale in each gradient's own dtype, not the first one's
+            torch._foreach_mul_(grads, scale.to(dtype))
 
 
 def _weight(value: Any, desc: str) -> Scalar:

@@ -3,6 +3,7 @@ between logging steps, profiler ranges, epoch-seeded keys with worker processes,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -265,3 +266,27 @@ def test_a_step_whose_micro_batches_all_weigh_zero_logs_zero_not_nan() -> None:
     _, micro = train(dataclasses.replace(cfg, micro_batch_size=2), loss_fn=no_units)
     assert whole.losses == micro.losses == [0.0, 0.0]
     assert micro.final_logs["units"] == 0.0
+
+
+def test_gradient_normalisation_keeps_each_parameter_dtype_exact() -> None:
+    """The summed weighted gradients are divided by the step's total weight in float32 for float32
+    parameters even when the first trainable parameter is bfloat16 (a scale rounded to bfloat16,
+    ~3 significant digits, would scale every gradient wrongly by up to 0.4 %)."""
+    from benchmark.accumulation import MicroBatchStep
+    from benchmark.batching import StepPlan
+
+    low = nn.Parameter(torch.ones(2, dtype=torch.bfloat16))
+    high = nn.Parameter(torch.ones(3))
+    model = nn.Module()
+    model.low, model.high = low, high
+
+    def loss_fn(m: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        loss = m.low.float().sum() * 0 + (m.high * batch).sum()
+        return loss, {"loss_weight": torch.tensor(float(len(batch)) + 36.0)}  # 37 each: 1/74 is inexact in bf16
+
+    step = MicroBatchStep(model, None, loss_fn, [low, high], 1, torch.device("cpu"), contextlib.nullcontext,
+                          lambda b, d: b, "t")
+    batches = [torch.full((1,), 2.0), torch.full((1,), 4.0)]
+    step(batches, StepPlan([[0], [1]], 2))
+    expected = (37 * 2.0 + 37 * 4.0) / 74  # Σ w·∂L/∂high / Σ w
+    torch.testing.assert_close(high.grad, torch.full((3,), expected), rtol=1e-6, atol=0)
