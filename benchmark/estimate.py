@@ -44,6 +44,7 @@ from .estimate_meter import (
     measure,
     real_batch,
     train_step_cost,
+    value_free_init,
     worst_case_mode,
 )
 from .gpus import GPU
@@ -217,7 +218,7 @@ def run_entry(task: Any, entry_cls: type, profile: str, world_size: int = 1, fak
     mode = worst_case_mode() if fake else None
     probe = _Probe(world_size, mode)
     with tempfile.TemporaryDirectory(prefix="estimate-") as tmp, _probing(probe), \
-            fake_stand_ins(mode), mode or contextlib.nullcontext():
+            fake_stand_ins(mode), value_free_init(), mode or contextlib.nullcontext():
         data = task.estimate_data(profile)
         probe.collate = data.collate
         amp = bool(training.FitConfig.from_hparams({"steps": 0, **hp}).amp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,10 +194,35 @@ def worst_case_mode() -> Any:
             where = _caller()
             if where:
                 self.assumed[where] = self.assumed.get(where, 0) + 1
+            self.reads += 1
+            if self.reads > MAX_ASSUMED_READS:  # a loop that waits for a value to change never ends on fake tensors
+                raise RuntimeError(f"estimate: more than {MAX_ASSUMED_READS} data-dependent reads answered "
+                                   f"(last at {where or 'torch'}): a loop on tensor values cannot be sized on fake tensors")
 
     mode = WorstCaseFakeMode(allow_non_fake_inputs=True)
-    mode.assumed = {}
+    mode.assumed, mode.reads = {}, 0
     return mode
+
+
+MAX_ASSUMED_READS = 100_000
+
+
+@contextlib.contextmanager
+def value_free_init() -> Iterator[None]:
+    """``nn.init.trunc_normal_`` without its rejection loop (``while mask.any()``: answered True
+    on fake tensors, it never ends); initial values do not matter to memory or FLOPs."""
+
+    def trunc_normal(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return tensor.normal_(mean, std, generator=generator).clamp_(a, b)
+
+    saved = torch.nn.init.trunc_normal_
+    torch.nn.init.trunc_normal_ = trunc_normal
+    try:
+        yield
+    finally:
+        torch.nn.init.trunc_normal_ = saved
 
 
 _NUMPY_DTYPES = {torch.float64: np.float64, torch.float16: np.float16, torch.int64: np.int64, torch.int32: np.int32,

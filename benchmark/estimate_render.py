@@ -73,7 +73,7 @@ def render(task: str, profile: str, gpu: str, utilisation: float, results: list[
             "activations (GiB)", "peak (GiB)", "FLOPs / step", "steps", "FLOPs total", "GPU-h", "fits"]
     rows = [_row(s) for r in results for s in r.stages]
     notes = [f"- {r.entry}: {r.note}" for r in results if r.note]
-    budget = results[0].stages[0].memory_budget if any(r.stages for r in results) else 0
+    budget = next((s.memory_budget for r in results for s in r.stages), 0)  # a host-only entry has no stage
     lines = [f"{task} @ {profile} on {gpu}: budget {_gib(budget)} GiB per device ({RESERVE:.0%} kept free), "
              f"GPU-hours at {utilisation:.0%} of the dense bf16 peak", tabulate(rows, head, tablefmt="github")]
     if notes:
