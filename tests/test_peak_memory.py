@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import resource
 import sys
@@ -25,8 +26,13 @@ def _can_reset() -> bool:
 
 
 def _touch(mb: int) -> np.ndarray:
-    """``mb`` MiB of resident memory (np.ones writes every page; large blocks are mmapped, so ``del`` returns them)."""
-    return np.ones(mb * MB // 8)
+    """``mb`` MiB of newly resident memory: fresh anonymous pages, one byte written per page. (A
+    heap block could reuse pages an earlier test freed but the allocator kept resident, which
+    raises no high-water mark: after the whole suite, np.ones(80 MiB) did not.) ``del`` unmaps."""
+    pages = mmap.mmap(-1, mb * MB)
+    block = np.frombuffer(pages, dtype=np.uint8)
+    block[:: mmap.PAGESIZE] = 1
+    return block
 
 
 @pytest.mark.skipif(not _can_reset(), reason="needs Linux /proc/self/clear_refs and VmHWM")
