@@ -185,3 +185,41 @@ def test_profiles_are_data_with_the_paper_sizes() -> None:
     for name in ("smoke", "mini", "paper"):
         cfg = BackboneConfig.from_hparams(PROFILES[name], channels=4, characs_dim=8)
         assert cfg.values_dim % cfg.heads == 0 and cfg.coords_dim % cfg.heads == 0
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients(deterministic: bool) -> None:
+    """``activation_checkpointing`` recomputes each block in the backward pass: same loss, same
+    gradients, and fewer tensors kept for the backward (counted with saved-tensor hooks)."""
+    import dataclasses
+
+    _, batch = _mock_batch()
+    slots = pack(batch, ["s0"] * 4, SMOKE["patch"])
+    x = torch.randn_like(torch.nan_to_num(slots.values[0]))
+    t = torch.full((4,), 0.3)
+    results = []
+    for recompute in (False, True):
+        net = _backbone(deterministic).train()
+        net.cfg = dataclasses.replace(net.cfg, activation_checkpointing=recompute)
+        saved: list[int] = []
+
+        def keep(s: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
+            saved.append(s.numel())
+            return s
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda s: s):
+            out = net(net.context(slots), x, t)
+        loss = out.square().mean()
+        loss.backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}, sum(saved)))
+    (out0, g0, kept0), (out1, g1, kept1) = results
+    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
+    assert g0.keys() == g1.keys() and len(g0) > 10
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert kept1 < 0.5 * kept0, (kept1, kept0)
+
+
+def test_activation_checkpointing_is_read_from_the_profile() -> None:
+    cfg = BackboneConfig.from_hparams({**SMOKE, "activation_checkpointing": True}, channels=3, characs_dim=3)
+    assert cfg.activation_checkpointing and not BackboneConfig.from_hparams(SMOKE, channels=3, characs_dim=3).activation_checkpointing
