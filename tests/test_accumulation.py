@@ -15,6 +15,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import Dataset
 
 from benchmark.training import FitConfig, FitResult, fit
+from tests.test_training import Crash, crash_at
 
 SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero")
 
@@ -184,12 +185,7 @@ def test_epoch_seeded_data_with_workers_resumes_exactly(tmp_path: Path) -> None:
     reference, r_ref = train(CFG, record, EpochNoise())
     assert [e[0] for e in epochs] == [0] * 4 + [1] * 4 + [2] * 2  # the keys carry the epoch
 
-    class Crash(Exception):
-        pass
-
-    def crash(step: int, loss: float, logs: dict) -> None:
-        if step == 6:
-            raise Crash
+    crash = crash_at(6)
 
     workers = dataclasses.replace(CFG, num_workers=2, persistent_workers=True, checkpoint_every=5)
     with pytest.raises(Crash):
@@ -237,12 +233,7 @@ def test_an_accumulating_run_resumes_exactly(tmp_path: Path) -> None:
     config = dataclasses.replace(CFG, micro_batch_size=2, log_every=4)
     reference, r_ref = train(config, weighted_unit_mean)
 
-    class Crash(Exception):
-        pass
-
-    def crash(step: int, loss: float, logs: dict) -> None:
-        if step == 7:
-            raise Crash
+    crash = crash_at(7)
 
     interrupted = dataclasses.replace(config, checkpoint_every=6)
     with pytest.raises(Crash):

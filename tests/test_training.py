@@ -72,6 +72,16 @@ class Crash(Exception):
     pass
 
 
+def crash_at(crash_step: int):
+    """An ``on_step`` callback that interrupts training after step ``crash_step`` (a killed job)."""
+
+    def crash(step: int, loss: float, logs: dict[str, float]) -> None:
+        if step == crash_step:
+            raise Crash
+
+    return crash
+
+
 CFG = {"steps": 13, "batch_size": 8, "lr": 1e-2, "weight_decay": 0.01, "warmup_steps": 2}  # 5 batches/epoch
 
 
@@ -97,17 +107,15 @@ def test_same_seed_same_weights_other_seed_differs() -> None:
 
 
 @pytest.mark.parametrize(
-    ("every", "crash_at", "resumed_from"),
+    ("every", "crash_step", "resumed_from"),
     [(4, 6, 4), (5, 7, 5), (3, 9, 9), (5, 12, 10)],  # mid-epoch, epoch boundary, crash right after a save
 )
-def test_resume_is_bit_exact(tmp_path: Path, every: int, crash_at: int, resumed_from: int) -> None:
+def test_resume_is_bit_exact(tmp_path: Path, every: int, crash_step: int, resumed_from: int) -> None:
     reference = make_model()
     ref = run(reference, FitConfig(**CFG))
     after_ref = torch.rand(3)  # RNG state after training is part of "exact"
 
-    def crash(step: int, loss: float, logs: dict[str, float]) -> None:
-        if step == crash_at:
-            raise Crash
+    crash = crash_at(crash_step)
 
     config = FitConfig(**CFG, checkpoint_every=every)
     with pytest.raises(Crash):
@@ -320,9 +328,7 @@ def test_checkpoint_from_before_micro_batches_still_resumes_exactly(tmp_path: Pa
     reference = make_model()
     ref = run(reference, FitConfig(**CFG))
 
-    def crash(step: int, loss: float, logs: dict[str, float]) -> None:
-        if step == 6:
-            raise Crash
+    crash = crash_at(6)
 
     config = FitConfig(**CFG, checkpoint_every=4)
     with pytest.raises(Crash):
@@ -344,9 +350,7 @@ def test_micro_batch_size_may_change_on_resume(tmp_path: Path) -> None:
     reference = make_model()
     ref = run(reference, FitConfig(**CFG))
 
-    def crash(step: int, loss: float, logs: dict[str, float]) -> None:
-        if step == 6:
-            raise Crash
+    crash = crash_at(6)
 
     with pytest.raises(Crash):
         run(make_model(), FitConfig(**CFG, checkpoint_every=4), checkpoint_dir=tmp_path, on_step=crash)
