@@ -35,7 +35,7 @@ def _ctx(profile: str = "mini", seed: int = 0) -> RunContext:
 
 def test_embedded_data_identity(embedded) -> None:
     root, data, identity = embedded
-    assert identity.kind == "synthetic" and identity.generator_version == "tc-primed-synth-1" and len(identity.checksum) == 64
+    assert identity.kind == "synthetic" and identity.generator_version == "tc-primed-synth-2" and len(identity.checksum) == 64
     manifest = json.loads((Path(identity.root).parent / "MANIFEST.json").read_text())
     assert manifest["size"]["n_storms"] == 10 and manifest["raw"] and manifest["prepared"]["prepared/index.csv"]
     again, identity2 = SMALL.resolve_data(root, "mini")  # second use: no regeneration
@@ -132,7 +132,7 @@ def test_split_files_are_frozen_and_reproducible() -> None:
     assert rule == json.loads(json.dumps(TcPrimedTask.split_rule()))
     frozen = TcPrimedTask().frozen_splits()
     assert frozen == split_storms(frozen["train"] + frozen["val"] + frozen["test"])
-    assert {k: len(v) for k, v in frozen.items()} == {"train": 42, "val": 9, "test": 9}
+    assert {k: len(v) for k, v in frozen.items()} == {"train": 146, "val": 32, "test": 32}
 
 
 def _climatology_mae(data, cell) -> float:
@@ -155,7 +155,8 @@ def test_closest_source_end_to_end(embedded, tmp_path: Path) -> None:
     recs = {json.loads(s.path.read_text())["cell"]["name"]: json.loads(s.path.read_text()) for s in summaries}
     crps = {k: r["metrics"]["crps"]["estimate"] for k, r in recs.items()}
     climatology = _climatology_mae(data, SMALL.spec.cell(cells[0]))  # CRPS of always predicting the training mean
-    assert all(1.0 < v < 0.9 * climatology for v in crps.values()), (crps, climatology)
+    # better than climatology; on 10 storms of 30-90 h (synth-2) the nearest input is often hours away, so no wide margin
+    assert all(1.0 < v < climatology for v in crps.values()), (crps, climatology)
     assert crps["train6h-eval6h-min3-all"] <= crps["train6h-eval6h-min3-max2"] + 0.5
     assert recs[cells[0]]["metrics"]["crps"]["low"] <= crps[cells[0]] <= recs[cells[0]]["metrics"]["crps"]["high"]
     assert recs[cells[0]]["metrics"]["crps"]["interval_unit"] == "storm" and "crps_rows_iid" in recs[cells[0]]["metrics"] and recs[cells[0]]["data"]["kind"] == "synthetic"

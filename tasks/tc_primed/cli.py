@@ -48,7 +48,7 @@ def add_make_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the embedded-data folder under the data root)")
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--storms", type=int, default=None, help="number of storms (default 60)")
+    parser.add_argument("--storms", type=int, default=None, help="number of storms (default 210)")
     parser.add_argument("--half-box-km", type=float, default=None, help="half size of the storm-centred swath subsets (default 150)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--scheduler", default=None, help="prepare scheduler (default: local for large sets, else sync)")

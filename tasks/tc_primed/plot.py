@@ -165,3 +165,41 @@ def run_plot(task: Any, args: argparse.Namespace) -> int:
     render(top, bottom, Path(out), title)
     print(f"wrote {out}")
     return 0
+
+
+def raw_overpasses_figure(files: list[Path], out: Path, channel: str = "89H", title: str = "") -> Path:
+    """Raw overpass files of one storm (each on its own swath grid, storm-relative degrees, longitudes
+    unwrapped around the storm centre) side by side: one channel in K, one colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .reader import read_overpass
+
+    overs = [read_overpass(f) for f in files]
+    band = "89" if channel.startswith("89") else "37"
+    pol = 0 if channel.endswith("H") else 1
+    vals = np.concatenate([o.swaths[band].tb[pol][np.isfinite(o.swaths[band].tb[pol])] for o in overs])
+    lo, hi = np.percentile(vals, [1, 99])
+    fig, axes = plt.subplots(1, len(overs), figsize=(3.2 * len(overs), 3.6), squeeze=False, constrained_layout=True)
+    t0 = overs[0].time
+    for ax, o in zip(axes[0], overs, strict=True):
+        s = o.swaths[band]
+        dlon = (s.lon - o.storm_lon + 180) % 360 - 180
+        mesh = ax.pcolormesh(dlon * np.cos(np.radians(o.storm_lat)), s.lat - o.storm_lat, s.tb[pol], vmin=lo, vmax=hi,
+                             cmap="turbo_r", shading="nearest")
+        ax.plot(0, 0, "k+", ms=10)
+        ax.set_title(f"{o.source.sensor} {o.source.platform}\n{(o.time - t0) / 3600:+.1f} h, {o.intensity:.0f} kt", fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.4, 1.4)
+        ax.set_ylim(-1.4, 1.4)
+        ax.set_xlabel("east of centre (deg)", fontsize=8)
+    axes[0][0].set_ylabel("north of centre (deg)", fontsize=8)
+    fig.colorbar(mesh, ax=axes[0].tolist(), label=f"{channel} (K)", shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -121,7 +121,7 @@ def process_chunk(raw_root: str, rels: list[str], out: str) -> list[dict[str, An
 def run_files(raw_root: Path, rels: list[str], out: Path, scheduler: str = "local", workers: int | None = None,
               chunk: int = 16) -> Iterator[dict[str, Any]]:
     """Records of ``rels`` as they complete. ``scheduler``: ``local`` (a dask LocalCluster),
-    ``processes`` (dask's multiprocessing scheduler), ``sync`` (in-process), or a dask scheduler address."""
+    ``processes`` (one local process pool), ``sync`` (in-process), or a dask scheduler address."""
     chunks = [rels[i: i + chunk] for i in range(0, len(rels), chunk)]
     if not chunks:
         return
@@ -131,13 +131,12 @@ def run_files(raw_root: Path, rels: list[str], out: Path, scheduler: str = "loca
             yield from process_chunk(args[0], c, args[1])
         return
     workers = workers or os.cpu_count() or 1
-    if scheduler == "processes":
-        import dask
-        from dask import delayed
+    if scheduler == "processes":  # one pool for the whole batch (dask's multiprocessing scheduler would start one per call)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        for i in range(0, len(chunks), workers * 4):
-            wave = [delayed(process_chunk)(args[0], c, args[1]) for c in chunks[i: i + workers * 4]]
-            for part in dask.compute(*wave, scheduler="processes", num_workers=workers):
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for part in pool.map(process_chunk, [args[0]] * len(chunks), chunks, [args[1]] * len(chunks)):
                 yield from part
         return
     from dask.distributed import Client, LocalCluster, as_completed

@@ -67,11 +67,10 @@ TB_MEDIAN_RANGE_K = (50.0, 350.0)
 # v01r01 convention. A decoded time before 1987 (TC-PRIMED starts with SSM/I F08, launched in June
 # 1987) or more than a day in the future is refused, as is a time more than NAME_TIME_TOLERANCE_S
 # away from the file name's stamp. TC-PRIMED names carry the overpass time
-# (``..._GMI_GPM_025677_20180905051440.nc``); the embedded generator stamps the start of the
-# storm-centred subset, ~21 s before the overpass; whether a real stamp is the subset start, the
-# storm-centre time or the start of the orbit granule is not verified here, and those differ by at
-# most one orbit (~101 min). 3 h covers all of that with margin, while any date mistake (a wrong
-# day or month, hours read as seconds) is days or years off.
+# (``..._GMI_GPM_025677_20180905051440.nc``), as the embedded generator does (stamp =
+# overpass_metadata/time to the second). A stamp rounded elsewhere or taken at the start of the
+# orbit granule would differ by at most one orbit (~101 min); 3 h covers that with margin, while
+# any date mistake (a wrong day or month, hours read as seconds) is days or years off.
 MIN_TIME = dt.datetime(1987, 1, 1, tzinfo=dt.timezone.utc)
 MAX_FUTURE_S = 86400.0
 NAME_TIME_TOLERANCE_S = 3 * 3600.0

@@ -102,3 +102,30 @@ def characs_table() -> dict[str, list[float]]:
 def source_of(sensor: str, platform: str) -> Source | None:
     """The source for a sensor/platform pair from a file name (case-insensitive), or None if unused."""
     return SOURCES.get(f"{sensor.upper()}_{platform.upper()}")
+
+
+# Every swath group a real v01r01 overpass file of each sensor carries under ``passive_microwave``
+# (the NASA PPS 1C XCAL swaths, in their order), with the brightness-temperature variables each
+# holds, named as the files name them (``TB_<GHz><pol>``, ``A``/``B`` for AMSR2's two 89 GHz
+# scans, ``<centre>_<offset>`` for the 183.31 GHz sounding channels). The reader uses only the
+# two swaths named by :class:`Source`; the embedded generator writes all of them.
+SENSOR_SWATHS: dict[str, dict[str, tuple[str, ...]]] = {
+    "AMSR2": {"S1": ("TB_10.65V", "TB_10.65H"), "S2": ("TB_18.7V", "TB_18.7H"), "S3": ("TB_23.8V", "TB_23.8H"),
+              "S4": ("TB_36.5V", "TB_36.5H"), "S5": ("TB_A89.0V", "TB_A89.0H"), "S6": ("TB_B89.0V", "TB_B89.0H")},
+    "GMI": {"S1": ("TB_10.65V", "TB_10.65H", "TB_18.7V", "TB_18.7H", "TB_23.8V", "TB_36.64V", "TB_36.64H", "TB_89.0V", "TB_89.0H"),
+            "S2": ("TB_166.5V", "TB_166.5H", "TB_183.31_3.0V", "TB_183.31_7.0V")},
+    "TMI": {"S1": ("TB_10.65V", "TB_10.65H", "TB_19.35V", "TB_19.35H", "TB_21.3V"), "S2": ("TB_37.0V", "TB_37.0H"),
+            "S3": ("TB_85.5V", "TB_85.5H")},
+    "SSMI": {"S1": ("TB_19.35V", "TB_19.35H", "TB_22.235V", "TB_37.0V", "TB_37.0H"), "S2": ("TB_85.5V", "TB_85.5H")},
+    "SSMIS": {"S1": ("TB_19.35V", "TB_19.35H", "TB_22.235V"), "S2": ("TB_37.0V", "TB_37.0H"),
+              "S3": ("TB_150.0H", "TB_183.31_1.0H", "TB_183.31_3.0H", "TB_183.31_6.6H"), "S4": ("TB_91.665V", "TB_91.665H")},
+}
+
+
+def tb_frequency(variable: str) -> float:
+    """GHz of a ``TB_`` variable name (the centre frequency for ``TB_183.31_3.0H``)."""
+    return float(variable.removeprefix("TB_").split("_")[0].lstrip("AB").rstrip("HVQ"))
+
+
+def tb_polarization(variable: str) -> str:
+    return variable[-1]

@@ -22,13 +22,17 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 KM_PER_DEG = 111.2
-BASINS = {  # genesis lat range, lon range, initial motion (east, north) m/s
-    "AL": ((12.0, 22.0), (-78.0, -48.0), (-5.0, 1.5)),
-    "EP": ((11.0, 17.0), (-108.0, -96.0), (-4.0, 1.2)),
-    "WP": ((9.0, 19.0), (122.0, 150.0), (-5.0, 1.8)),
-    "IO": ((10.0, 16.0), (84.0, 91.0), (-1.0, 2.5)),
-    "SH": ((-18.0, -11.0), (108.0, 124.0), (-3.0, -1.5)),
+GENESIS = {  # region: ATCF basin, genesis lat range, lon range, initial motion (east, north) m/s
+    "AL": ("AL", (12.0, 22.0), (-78.0, -48.0), (-5.0, 1.5)),
+    "AL-east": ("AL", (28.0, 36.0), (-16.0, -6.0), (5.5, 1.5)),  # late-season storms heading for Iberia: cross 0°
+    "EP": ("EP", (11.0, 17.0), (-108.0, -96.0), (-4.0, 1.2)),
+    "CP": ("CP", (10.0, 18.0), (-176.0, -164.0), (-5.5, 0.8)),  # central Pacific, moving west: cross 180°
+    "WP": ("WP", (9.0, 19.0), (122.0, 150.0), (-5.0, 1.8)),
+    "IO": ("IO", (10.0, 16.0), (84.0, 91.0), (-1.0, 2.5)),
+    "SH": ("SH", (-18.0, -11.0), (108.0, 124.0), (-3.0, -1.5)),
+    "SH-pacific": ("SH", (-19.0, -12.0), (168.0, 177.0), (4.0, -2.0)),  # South Pacific, moving east-south-east: cross 180°
 }
+BASINS = {region: v[1:] for region, v in GENESIS.items()}
 
 
 @dataclass
@@ -62,15 +66,16 @@ class Storm:
         return float(np.interp(h, idx, self.lat)), float((np.degrees(lon) + 180) % 360 - 180), float(np.interp(h, idx, self.vmax))
 
 
-def make_storm(rng: np.random.Generator, season: int, basin: str, number: int) -> Storm:
-    """A track with genesis, intensification, possible recurvature and landfall decay."""
+def make_storm(rng: np.random.Generator, season: int, region: str, number: int) -> Storm:
+    """A track with genesis in ``region`` (a key of GENESIS), intensification, possible
+    recurvature and landfall decay; 30-90 h long."""
     from .land import is_land
 
-    (la0, la1), (lo0, lo1), (u0, v0) = BASINS[basin]
+    basin, (la0, la1), (lo0, lo1), (u0, v0) = GENESIS[region]
     south = basin == "SH"
     month_day = (1, 5) if south else (7, 1)
     start = dt.datetime(season, *month_day, tzinfo=dt.timezone.utc) + dt.timedelta(hours=int(rng.integers(0, 100 * 24)))
-    hours = int(rng.integers(72, 169))
+    hours = int(rng.integers(30, 91))
     lat, lon = [rng.uniform(la0, la1)], [rng.uniform(lo0, lo1)]
     u_rec, v_rec, t_rec = rng.uniform(2.0, 6.0), rng.uniform(2.0, 5.0) * (-1 if south else 1), rng.uniform(36, 110)
     u0, v0 = u0 + rng.normal(0, 1.0), v0 + rng.normal(0, 0.7)
@@ -201,3 +206,25 @@ def true_tb(rain: np.ndarray, ice: np.ndarray, land: np.ndarray, wv: np.ndarray,
         tb = tb - scat * (f / f_ref) ** 2 * scattering[i0] * (0.95 if pol_h else 1.0)  # scattering saturates
         out.append(tb)
     return np.stack(out)
+
+
+def extra_tb(rain: np.ndarray, ice: np.ndarray, land: np.ndarray, wv: np.ndarray, freq: float, pol_h: bool,
+             incidence: float, land_temp: float, offset: float = 0.0) -> np.ndarray:
+    """Brightness temperature (K) of a channel outside the four the benchmark uses (10-23 GHz
+    window and water-vapour channels, 150-183 GHz sounding channels), first-order like
+    :func:`true_tb`: rain emission warms the low frequencies over the cold ocean; ice scattering
+    cools the high ones, and the 183.31 GHz channels see the upper-level water vapour (colder
+    the closer to the line centre). Evaluated directly on swath pixels (already footprint-blurred
+    fields)."""
+    if freq < 30:
+        ocean = (90 + 2.2 * freq + 25 * wv) if pol_h else (160 + 1.7 * freq + 15 * wv)
+        if 21 <= freq <= 24:  # water-vapour line: the ocean looks warmer and less polarized
+            ocean = ocean + 18
+        ocean = ocean + (-1.2 if pol_h else 0.8) * (incidence - 53)
+        base = land * ((276.0 if pol_h else 282.0) + land_temp) + (1 - land) * ocean
+        emission = 1 - np.exp(-1.8 * (freq / 37) ** 2 * rain)
+        tb = base + ((266.0 if pol_h else 270.0) - base) * emission
+        return tb - 50 * (freq / 37) ** 2 * (1 - np.exp(-ice / 1.5))
+    sounding = offset > 0  # 183.31 ± offset GHz
+    base = 272.0 - (40 * np.exp(-offset / 2.5) if sounding else 0.0) + 4 * wv - 2 * land
+    return base - 160 * (1 - np.exp(-ice / 0.7)) * (0.7 if sounding and offset < 5 else 1.0)
