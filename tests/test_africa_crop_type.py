@@ -39,7 +39,7 @@ from tasks.africa_crop_type.dataset import (
 from tasks.africa_crop_type.synthetic import npz_bytes, write_south_sudan
 from tasks.sits.splits import read_split_file
 
-TINY = dict(n_tiles=8, size=16, s1_dates=(4, 7), s2_dates=(3, 5))
+TINY = dict(n_tiles=8, size=16, s1_dates=(4, 7), s2_dates=(3, 5), pool_factor=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -307,27 +307,27 @@ def test_task_through_harness_interface(harness):
     assert Path(identity.root) == task.synthetic_dir(root)
     cell10 = spec.cell("optical-10")
     unl = task.unlabeled(data, cell10, _ctx())
-    assert len(unl) == len(data.split_ids["train"]) == 84
+    n_train = len(data.split_ids["train"])
+    assert n_train == 390 and len(data.split_ids["test"]) == 120
+    # pre-training pool: the training tiles plus the unlabeled pool (three times the training partition)
+    assert len(unl) == len(task.pretrain_ids(data)) == n_train + 3 * n_train
+    assert set(data.split_ids["train"]) < set(task.pretrain_ids(data))
+    assert not set(task.pretrain_ids(data)) & (set(data.split_ids["val"]) | set(data.split_ids["test"]))
     s = unl[0]
-    assert "label" not in s and s["radar"].shape[0] <= 6 and s["optical"].shape[1:] == (3, 64, 64)
+    assert "label" not in s and s["radar"].shape[0] <= 6 and s["optical"].shape[1:] == (3, 16, 16)
+    pooled = unl[len(unl) - 1]  # a tile of the unlabeled pool: no truth file exists for it
+    assert "label" not in pooled and pooled["radar"].shape[1:] == (3, 16, 16) and int(pooled["id"]) >= 10_000
     lab10 = task.labeled(data, "train", cell10, _ctx())
-    assert len(lab10) == math.ceil(0.1 * 84)
-    assert len(task.labeled(data, "train", spec.cell("radar-100"), _ctx())) == 84
+    assert len(lab10) == math.ceil(0.1 * n_train)
+    assert len(task.labeled(data, "train", spec.cell("radar-100"), _ctx())) == n_train
     test = task.labeled(data, "test", cell10, _ctx())
     batch = task.collate([test[0], test[1]])
-    assert batch["label"].shape == (2, 64, 64) and batch["radar_mask"].shape[0] == 2
+    assert batch["label"].shape == (2, 16, 16) and batch["radar_mask"].shape[0] == 2
     assert set(batch["label"].unique().tolist()) <= {0, 1, 2, 3, 4}
     info = task.info(data, cell10)
     assert info["channels"] == {"radar": 3, "optical": 3} and info["class_names"][0] == "sorghum"
     assert info["class_weights"] == [0.28, 0.89, 0.90, 0.93]  # Rustowicz et al.'s 1 − class frequency
-    assert task.recipe("mini") == {"temporal_length": 8, "train_crop": 32, "class_weights": [0.28, 0.89, 0.90, 0.93]}
-    # mini: training and pre-training views are random 32 × 32 crops; evaluation sees whole tiles
-    mini = _ctx("mini")
-    torch.manual_seed(0)
-    crop = task.labeled(data, "train", cell10, mini)[0]
-    assert crop["optical"].shape[-2:] == (32, 32) and crop["label"].shape == (32, 32) and (crop["label"] != 4).any()
-    assert task.unlabeled(data, cell10, mini)[0]["radar"].shape[-2:] == (32, 32)
-    assert task.labeled(data, "test", cell10, mini)[0]["label"].shape == (64, 64)
+    assert task.recipe("mini") == {"temporal_length": 8, "train_crop": None, "class_weights": [0.28, 0.89, 0.90, 0.93]}
     again, _ = task.resolve_data(root, "smoke")  # reuses the generated data
     assert again.root == data.root
 

@@ -35,10 +35,10 @@ def _ids(view) -> list[str]:
 
 
 def _other_train(task, data) -> list[str]:
-    """South Sudan's training ids (resolving that task's data, as a DL view does, if not yet)."""
+    """South Sudan's pre-training pool ids (resolving that task's data, as a DL view does, if not yet)."""
     task.unlabeled(data, task.spec.cell("radar-100-dl"), _ctx())
-    _, other = data.others["africa_crop_type"]
-    return list(other.split_ids["train"])
+    other_task, other = data.others["africa_crop_type"]
+    return other_task.pretrain_ids(other)
 
 
 def test_dl_and_matched_sl_pools_have_the_same_size(embedded) -> None:
@@ -46,14 +46,16 @@ def test_dl_and_matched_sl_pools_have_the_same_size(embedded) -> None:
     ctx = _ctx()
     dl = task.unlabeled(data, task.spec.cell("radar-100-dl"), ctx)
     sl = task.unlabeled(data, task.spec.cell("radar-100-sl"), ctx)
-    ours, other = data.split_ids["train"], _other_train(task, data)
+    ours, other = task.pretrain_ids(data), _other_train(task, data)
     n = min(len(ours), len(other))
     assert len(ours) != len(other)  # the embedded pools differ in size, as the real ones do
     assert len(dl) == len(sl) == n
     assert set(_ids(sl)) <= set(ours) and set(_ids(dl)) <= set(other)
     assert len(set(_ids(sl))) == len(set(_ids(dl))) == n
-    # Table 1's cells keep pre-training on the whole of PASTIS-R's training split
-    assert len(task.unlabeled(data, task.spec.cell("radar-100"), ctx)) == len(ours)
+    # Table 1's cells pre-train on the whole of PASTIS-R's pool: the training split and the unlabeled pool
+    own = _ids(task.unlabeled(data, task.spec.cell("radar-100"), ctx))
+    assert own == ours and set(data.split_ids["train"]) < set(own)
+    assert not set(own) & (set(data.split_ids["val"]) | set(data.split_ids["test"]))
     # every cell of a 6a pool sees the same pool (one shared pre-training)
     for f in (100, 10):
         for m in ("radar", "optical"):
@@ -64,7 +66,7 @@ def test_dl_and_matched_sl_pools_have_the_same_size(embedded) -> None:
 def test_the_larger_pool_is_subsampled_by_hash_rank_not_a_sorted_prefix(embedded) -> None:
     task, data = embedded
     ctx = _ctx()
-    ours = data.split_ids["train"]
+    ours = task.pretrain_ids(data)
     n = min(len(ours), len(_other_train(task, data)))
     sl = _ids(task.unlabeled(data, task.spec.cell("optical-10-sl"), ctx))
     assert sl == ranked_subset(ours, n, data.subset_seed) == _ids(task.unlabeled(data, task.spec.cell("optical-10-sl"), ctx))
@@ -80,7 +82,8 @@ def test_dl_pool_is_subsampled_when_it_is_the_larger(embedded) -> None:
     ctx = _ctx()
     other = _other_train(task, data)
     small = ranked_subset(data.split_ids["train"], 50, data.subset_seed)
-    cut = dataclasses.replace(data, split_ids={**data.split_ids, "train": small}, readers={}, others=dict(data.others))
+    cut = dataclasses.replace(data, readers={"pretrain": task.reader(data.root, "train", ids=small)}, others=dict(data.others))
+    assert task.pretrain_ids(cut) == small
     dl = _ids(task.unlabeled(cut, task.spec.cell("radar-100-dl"), ctx))
     _, other_data = data.others["africa_crop_type"]
     assert len(dl) == 50 and dl == ranked_subset(other, 50, other_data.subset_seed)
@@ -105,7 +108,7 @@ def test_s4_pretrains_for_as_many_steps_on_both_pools(embedded, profile: str) ->
         steps[kind] = S4Entry()._steps(ctx, "pretrain", len(view)).hparams["pretrain_steps"]
     assert steps["sl"] == steps["dl"] > 0
     if profile == "paper":  # epochs × ceil(n / batch), n = the matched size
-        n = min(len(data.split_ids["train"]), len(_other_train(task, data)))
+        n = min(len(task.pretrain_ids(data)), len(_other_train(task, data)))
         assert steps["dl"] == S4_PROFILES["paper"]["pretrain_epochs"] * math.ceil(n / S4_PROFILES["paper"]["batch_size"])
 
 

@@ -203,7 +203,7 @@ def test_splits_are_frozen_disjoint_and_nested(embedded) -> None:
     tr, va, te = (set(frozen[k]) for k in ("train", "val", "test"))
     assert not (tr & va) and not (tr & te) and not (va & te)
     assert set(frozen["train@0.1"]) < set(frozen["train@1"]) == tr
-    assert len(frozen["train@0.1"]) == 9 and len(tr) == 90
+    assert len(frozen["train@0.1"]) == 60 and len(tr) == 600 and len(frozen["test"]) == 200
     rule = json.loads((task.splits_dir() / "rule.json").read_text())
     assert rule["folds"] == {"train": [1, 2, 3], "val": [4], "test": [5]}
 
@@ -213,13 +213,14 @@ def test_views_for_the_harness(embedded) -> None:
     ctx = RunContext(device=torch.device("cpu"), seed=0, profile="smoke", hparams={}, checkpoint_dir=Path("/tmp"))
     cell = task.spec.cell("optical-10")
     unl = task.unlabeled(data, cell, ctx)
-    assert len(unl) == 90 and "label" not in unl[0] and {"radar", "optical"} <= set(unl[0])
+    assert len(unl) == 600 + 1800 and "label" not in unl[0] and {"radar", "optical"} <= set(unl[0])  # training folds + pool
+    assert "label" not in unl[len(unl) - 1] and int(unl[len(unl) - 1]["id"]) >= 100_000
     assert unl[0]["optical"].shape[0] == task.temporal_length["smoke"]
     lab = task.labeled(data, "train", cell, ctx)
-    assert len(lab) == 9 and "label" in lab[0]
-    assert len(task.labeled(data, "test", cell, ctx)) == 30
+    assert len(lab) == 60 and "label" in lab[0]
+    assert len(task.labeled(data, "test", cell, ctx)) == 200
     batch = task.collate([lab[0], lab[1]])
-    assert batch["optical_mask"].shape == (2, task.temporal_length["smoke"]) and batch["label"].shape == (2, 32, 32)
+    assert batch["optical_mask"].shape == (2, task.temporal_length["smoke"]) and batch["label"].shape == (2, 16, 16)
 
 
 def test_tampered_split_file_is_refused(embedded, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from .dataset import (
     NUM_CLASSES,
     PARTITION_CSV,
     PARTITIONS,
+    POOL_DIR,
     REFERENCE_DATE,
     SouthSudanDataset,
     read_partitions,
@@ -41,11 +42,11 @@ DRIVE_URL = "https://drive.google.com/drive/folders/1WhVObtFOzYFiXBsbbrEGy1DUtv7
 RELEASE_DIR = "africa_crop_type_mapping_v1.0"  # top folder of SustainBench's archive
 SPLITS_DIR = Path(__file__).parent / "splits"
 RULE_FILE = "rule.json"
-SYNTHETIC_SPLIT_FILE = "synthetic-1-seed0.json"  # SITSTask.split_file_names(): synthetic-{version}-seed{seed}
+SYNTHETIC_SPLIT_FILE = "synthetic-2-seed0.json"  # SITSTask.split_file_names(): synthetic-{version}-seed{seed}
 EXPECTED_REAL_COUNTS = {"train": 554, "val": 66, "test": 67}
 SPLIT_FILES = {
     RULE_FILE: "4663e8a07dfecc032df95bfcd7b613338a0186b0dc2610386c0196b957feb78a",
-    SYNTHETIC_SPLIT_FILE: "23db0f3960e455cf37c3ee9080e804fd7c84192405f0faf47aa54b6c654f76a8",
+    SYNTHETIC_SPLIT_FILE: "c623b53a581fa9d1e245b10687fae22c4978ddb715ff482d15ebd6afcbf679c7",
 }
 # Where a real copy may sit under the data root (the first is what the archive extracts to).
 CANDIDATE_DIRS = (f"{RELEASE_DIR}/southsudan", "southsudan", "africa_crop_type_mapping/southsudan", "africa_crop_type/southsudan")
@@ -72,7 +73,7 @@ class AfricaCropTypeTask(SITSTask):
         comparisons=floor_comparisons(),
     )
     dataset_dirname: ClassVar[str] = CANDIDATE_DIRS[0]
-    synthetic_version: ClassVar[str] = "1"
+    synthetic_version: ClassVar[str] = "2"
     channels: ClassVar[dict[str, int]] = {"radar": 3, "optical": 3}
     real_sizes: ClassVar[RealSizes] = RealSizes(
         side=64, radar_dates=80, optical_dates=60, n_train=554, n_val=66, n_test=67,
@@ -82,10 +83,8 @@ class AfricaCropTypeTask(SITSTask):
     # (frequencies 0.72 / 0.11 / 0.10 / 0.07 for sorghum / maize / rice / groundnut): without it
     # the minority crops are never predicted at small training budgets.
     class_weights: ClassVar[tuple[float, ...] | None] = (0.28, 0.89, 0.90, 0.93)
-    # mini trains and pre-trains on random 32 × 32 crops of the 64 × 64 tiles (Rustowicz et al.
-    # train on 32 × 32 grids of these tiles too): a quarter of the compute per step, which is what
-    # lets the whole table run on a 2-core CPU in minutes; tests are scored on whole tiles.
-    train_crop: ClassVar[dict[str, int | None]] = {"smoke": None, "mini": 32, "paper": None}
+    # the embedded tiles are 16 × 16 px (the real ones 64 × 64): whole tiles at every profile
+    train_crop: ClassVar[dict[str, int | None]] = {"smoke": None, "mini": None, "paper": None}
 
     # -- what SITSTask needs
     def estimate_data(self, profile: str) -> EstimateData:
@@ -103,6 +102,14 @@ class AfricaCropTypeTask(SITSTask):
         from .synthetic import write_south_sudan
 
         return write_south_sudan(out, seed, **size)
+
+    def pool_reader(self, root: Path, **kwargs: Any) -> SouthSudanDataset | None:
+        """``unlabeled_pool/`` under the ``southsudan`` folder (SustainBench layout without
+        ``truth/``; every tile in its csv is used, whatever its partition code)."""
+        pool = Path(root) / POOL_DIR
+        if not (pool / PARTITION_CSV).is_file():
+            return None
+        return SouthSudanDataset(pool, ["train", "val", "test"], labels=False, **kwargs)
 
     def split_rule(self) -> dict[str, Any]:
         return {**super().split_rule(),

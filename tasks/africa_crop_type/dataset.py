@@ -65,6 +65,7 @@ from tasks.sits.checks import integer_labels, nonfinite_message
 
 COUNTRY = "southsudan"
 PARTITION_CSV = "list_eval_partition.csv"
+POOL_DIR = "unlabeled_pool"  # extra unlabeled tiles in the same layout, without truth/ (tasks.sits.pool)
 REFERENCE_DATE = dt.date(2017, 1, 1)  # dates are days since this day (negative before it)
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
 
@@ -197,8 +198,10 @@ class SouthSudanDataset(torch.utils.data.Dataset):
         normalize: bool = True,
         ids: Sequence[str | int] | None = None,
         cache: bool | int = True,
+        labels: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.labels = labels  # False: an unlabeled collection (no truth/), e.g. the pre-training pool
         if isinstance(partitions, (str, int)):
             partitions = [partitions]
         codes = {_partition_code(p) for p in partitions}
@@ -227,7 +230,8 @@ class SouthSudanDataset(torch.utils.data.Dataset):
             if unknown:
                 raise DataError(f"{self.root / PARTITION_CSV}: {len(unknown)} requested id(s) not in partitions {sorted(codes)}, e.g. {unknown[:3]}")
             self.ids = wanted
-        missing = [p for t in self.ids for p in (image_path(self.root, t), truth_path(self.root, t)) if not p.is_file()]
+        missing = [p for t in self.ids for p in (image_path(self.root, t), *((truth_path(self.root, t),) if labels else ()))
+                   if not p.is_file()]
         if missing:
             raise DataError(f"{self.root / PARTITION_CSV} lists tiles without files: {len(missing)} missing, e.g. {', '.join(map(str, missing[:3]))}")
 
@@ -292,7 +296,8 @@ class SouthSudanDataset(torch.utils.data.Dataset):
         if arr.ndim != 4:
             raise DataError(f"{npz}: '{sat}' has shape {arr.shape}, expected C × H × W × T (4 dimensions)")
         if tuple(arr.shape[1:3]) != hw:
-            raise DataError(f"{npz}: '{sat}' is {arr.shape[1]}×{arr.shape[2]} px but the label {truth_path(self.root, tile)} is {hw[0]}×{hw[1]}")
+            other = f"the label {truth_path(self.root, tile)}" if self.labels else "'s2'"
+            raise DataError(f"{npz}: '{sat}' is {arr.shape[1]}×{arr.shape[2]} px but {other} is {hw[0]}×{hw[1]}")
         if arr.shape[3] == 0:
             raise DataError(f"{npz}: '{sat}' has no time steps")
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
@@ -342,10 +347,14 @@ class SouthSudanDataset(torch.utils.data.Dataset):
         return torch.from_numpy(label)
 
     def _load(self, tile: str) -> dict[str, Any]:
-        label = self._label(tile)
+        label = self._label(tile) if self.labels else None
         npz = image_path(self.root, tile)
         arrays = _load_npz(npz, ("s1", "s2"), "image")
-        hw = tuple(label.shape)
+        s2 = arrays["s2"]
+        hw = tuple(label.shape) if label is not None else (tuple(s2.shape[1:3]) if s2.ndim == 4 else ())
         radar, radar_dates = self._series(arrays["s1"], "s1", tile, npz, hw)
-        optical, optical_dates = self._series(arrays["s2"], "s2", tile, npz, hw)
-        return {"radar": radar, "radar_dates": radar_dates, "optical": optical, "optical_dates": optical_dates, "label": label, "id": tile}
+        optical, optical_dates = self._series(s2, "s2", tile, npz, hw)
+        sample = {"radar": radar, "radar_dates": radar_dates, "optical": optical, "optical_dates": optical_dates, "id": tile}
+        if label is not None:
+            sample["label"] = label
+        return sample

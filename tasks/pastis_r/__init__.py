@@ -26,7 +26,7 @@ from benchmark.estimate_data import EstimateData
 from ..sits.estimate import RealSizes, sits_estimate_data
 from ..sits.task import SITSTask, floor_comparisons, standard_cells
 from .dataset import CLASS_NAMES, TRAIN_FOLDS, VOID, PastisRDataset, read_metadata
-from .synthetic import GENERATOR_VERSION, generate
+from .synthetic import GENERATOR_VERSION, POOL_DIR, generate
 
 SPLITS_DIR = Path(__file__).parent / "splits"
 ZENODO_URL = "https://zenodo.org/records/5735646/files/PASTIS-R.zip?download=1"
@@ -61,7 +61,7 @@ SPEC = TaskSpec(
     bootstrap=BootstrapSpec(unit="patch", method="percentile", resamples=1000, level=0.95, seed=0),
     split_files={
         "rule.json": "06b0f46bded3fe7f200c855abfc28e8e7d89b5bdcaf021ecd409d50a96a7f4c7",
-        f"synthetic-{GENERATOR_VERSION}-seed0.json": "c7f1d9079d8f5f280d8830575c388abf36f01321280d67c6ef84cc711046d53e",
+        f"synthetic-{GENERATOR_VERSION}-seed0.json": "3a5f8c08e80f3daf50a027a957dbcfeceeae587d7e6590ca61c94a8794d6228a",
     },
     paper="Shenoy et al., S4: Self-Supervised Sensing Across the Spectrum (2024), Table 1",
     tables={
@@ -112,6 +112,15 @@ class PastisRTask(SITSTask):
 
     def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
         return generate(out, seed, **size)
+
+    def pool_reader(self, root: Path, **kwargs: Any) -> PastisRDataset | None:
+        """``UNLABELED_POOL/`` under the dataset folder (PASTIS-R layout without annotations),
+        normalised with the dataset's own training-fold statistics."""
+        pool = Path(root) / POOL_DIR
+        if not (pool / "metadata.geojson").is_file():
+            return None
+        folds = sorted({int(p["Fold"]) for p in read_metadata(pool)})
+        return PastisRDataset(pool, folds, radar=self.radar, optical_bands=self.optical_bands, labels=False, norm_root=root, **kwargs)
 
     def split_source(self, root: Path) -> str:
         return str(root / "metadata.geojson")

@@ -229,8 +229,10 @@ class PastisRDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: Path | str, folds: Iterable[int], *, radar: str = "S1A", optical_bands: str = "rgb",
                  normalize: bool = True, ids: Iterable[Any] | None = None, cache: bool | str = "auto",
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, labels: bool = True, norm_root: Path | None = None):
         self.root = Path(root)
+        self.labels = labels  # False: an unlabeled collection (no ANNOTATIONS/), e.g. the pre-training pool
+        self.norm_root = Path(norm_root) if norm_root is not None else self.root
         if radar not in ("S1A", "S1D"):
             raise ValueError(f"radar must be 'S1A' or 'S1D', got {radar!r}")
         if optical_bands not in ("rgb", "all"):
@@ -263,7 +265,7 @@ class PastisRDataset(torch.utils.data.Dataset):
 
     # -- normalisation statistics
     def _norm_stats(self, sat: str, channels: int, props: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        path = self.root / f"NORM_{sat}_patch.json"
+        path = self.norm_root / f"NORM_{sat}_patch.json"
         names = S2_BANDS if sat == "S2" else RADAR_CHANNELS
         if path.is_file():
             return _norm_from_file(path, channels, TRAIN_FOLDS, names)
@@ -375,12 +377,16 @@ class PastisRDataset(torch.utils.data.Dataset):
         """
         props = self.meta[index]
         pid = self.ids[index]
-        target_path = self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy"
-        target = _load_npy(target_path, ndim=3, what="target")
-        label = torch.from_numpy(integer_labels(np.asarray(target[0]), f"{target_path}: channel 0 (semantic labels)"))
-        if label.min() < 0 or label.max() >= NUM_LABELS:
-            raise DataError(f"{target_path}: label values must be in 0..{NUM_LABELS - 1}, found {int(label.min())}..{int(label.max())}")
-        hw = (int(label.shape[0]), int(label.shape[1]))
+        if self.labels:
+            target_path = self.root / "ANNOTATIONS" / f"TARGET_{pid}.npy"
+            target = _load_npy(target_path, ndim=3, what="target")
+            label = torch.from_numpy(integer_labels(np.asarray(target[0]), f"{target_path}: channel 0 (semantic labels)"))
+            if label.min() < 0 or label.max() >= NUM_LABELS:
+                raise DataError(f"{target_path}: label values must be in 0..{NUM_LABELS - 1}, found {int(label.min())}..{int(label.max())}")
+            hw = (int(label.shape[0]), int(label.shape[1]))
+        else:
+            label, with_label = None, False
+            hw = tuple(int(v) for v in self._array("S2", pid).shape[2:])
         box = None if window is None else window(label if with_label else None, hw)
         y, x, h, w = box if box is not None else (0, 0, *hw)
         sample: dict[str, Any] = {"id": pid}

@@ -25,6 +25,7 @@ from benchmark.errors import DataError
 from benchmark.loading import epoch_generator, split_key
 
 from ..common.integrity import generation_lock, record_verified, verify_files
+from .pool import PoolReader
 from .splits import check_disjoint, file_sha256, label_subset, read_split_file
 from .subsample import subsample_sample
 from .window import Window, crop_fields, crop_window
@@ -173,6 +174,11 @@ class SITSTask(ABC):
     def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
         """Write the embedded synthetic dataset in the real layout; returns {relative path: sha256}."""
 
+    def pool_reader(self, root: Path, **kwargs: Any) -> Any | None:
+        """The extra unlabeled collection stored with the dataset at ``root`` (same layout, no
+        labels), or None when there is none (``tasks.sits.pool``)."""
+        return None
+
     def recipe(self, profile: str) -> dict[str, Any]:
         """What this task does to the data at ``profile`` (the harness hashes it into every job)."""
         return {"temporal_length": self.temporal_length.get(profile), "train_crop": self.train_crop.get(profile),
@@ -268,33 +274,49 @@ class SITSTask(ABC):
             data.readers[split] = self.reader(data.root, split, **data.reader_kwargs)
         return data.readers[split]
 
+    def _pretrain_reader(self, data: SITSData) -> Any:
+        """The pre-training pool: the training split's imagery, then the extra unlabeled collection."""
+        if "pretrain" not in data.readers:
+            extra = self.pool_reader(data.root, **data.reader_kwargs)
+            train = self._reader(data, "train")
+            data.readers["pretrain"] = train if extra is None else PoolReader([train, extra], where=str(data.root))
+        return data.readers["pretrain"]
+
+    def pretrain_ids(self, data: SITSData) -> list[str]:
+        """Ids of every series in the pre-training pool (training split first)."""
+        return [str(i) for i in self._pretrain_reader(data).ids]
+
     def train_ids(self, data: SITSData, fraction: float) -> list[str]:
         return label_subset(data.split_ids["train"], fraction, data.subset_seed)
 
     def unlabeled(self, data: SITSData, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
-        """Both modalities of every training patch, labels withheld (the S4 pre-training view).
+        """Both modalities of every series of the pre-training pool, without labels (the S4
+        pre-training view): the training split's imagery plus the unlabeled collection
+        (``tasks.sits.pool``).
 
         The S4 geographic ablation (Fig. 6a) fixes both pre-training pools to the same number of
-        series. ``pretrain_source`` (a task name; default this task) says whose training imagery
-        the view holds, ``pretrain_match`` (a task name) whose training set it is matched to in
-        size; a pool from another task is always matched to ours. A matched pool holds
-        ``n = min(len(pool), len(matched))`` series: the pool's first ``n`` training ids ranked by
-        ``sha256(f"{seed}:{id}")`` (the label-subset rule, ``ranked_subset``), never a sorted
-        prefix. Without either parameter the view is our whole training split, as before.
+        series. ``pretrain_source`` (a task name; default this task) says whose pool the view
+        holds, ``pretrain_match`` (a task name) whose pool it is matched to in size; a pool from
+        another task is always matched to ours. A matched pool holds ``n = min(len(pool),
+        len(matched))`` series: the pool's first ``n`` ids ranked by ``sha256(f"{seed}:{id}")``
+        (the label-subset rule, ``ranked_subset``), never a sorted prefix. Without either
+        parameter the view is our whole pool.
         """
         length = self.temporal_length.get(ctx.profile)
         source = cell.params.get("pretrain_source") or self.spec.name
         match = cell.params.get("pretrain_match") or (self.spec.name if source != self.spec.name else None)
         if source == self.spec.name and match in (None, self.spec.name):
-            return _View(self._reader(data, "train"), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile),
+            return _View(self._pretrain_reader(data), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile),
                          seed=getattr(ctx, "seed", 0))
         task, pool = self._pretrain_pool(data, source, ctx)
         if match is None or match == source:
             ids = None
         else:
-            n = min(len(pool.split_ids["train"]), len(self._pretrain_pool(data, match, ctx)[1].split_ids["train"]))
-            ids = ranked_subset(pool.split_ids["train"], n, pool.subset_seed)
-        return _View(task._reader(pool, "train"), ids, with_label=False, length=length, crop=task.train_crop.get(ctx.profile),
+            matched_task, matched = self._pretrain_pool(data, match, ctx)
+            pool_ids = task.pretrain_ids(pool)
+            n = min(len(pool_ids), len(matched_task.pretrain_ids(matched)))
+            ids = ranked_subset(pool_ids, n, pool.subset_seed)
+        return _View(task._pretrain_reader(pool), ids, with_label=False, length=length, crop=task.train_crop.get(ctx.profile),
                      seed=getattr(ctx, "seed", 0))
 
     def _pretrain_pool(self, data: SITSData, name: str, ctx: RunContext) -> tuple[SITSTask, SITSData]:
