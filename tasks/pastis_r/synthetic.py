@@ -50,6 +50,9 @@ POOL_DIR = "UNLABELED_POOL"
 # the rarest ~1 %)
 CLASS_SHARES = np.array([0.10, 0.28, 0.09, 0.13, 0.04, 0.03, 0.02, 0.03, 0.10, 0.015, 0.02, 0.02, 0.02, 0.015, 0.025,
                          0.015, 0.015, 0.015, 0.015])
+# 1 / sqrt(share), normalised to mean 1: the loss weights of the short ``mini`` budget (``PastisRTask``)
+MINI_CLASS_WEIGHTS = tuple(round(float(w), 3) for w in (CLASS_SHARES.sum() / CLASS_SHARES) ** 0.5
+                           / ((CLASS_SHARES.sum() / CLASS_SHARES) ** 0.5).mean())
 FOLDS = 5
 LAST_DAY = 440  # 2019-11-15
 STYLE = SceneStyle(void_label=VOID, void_prob=0.25, cloud_prob=0.3, parcel_px=(22, 40))

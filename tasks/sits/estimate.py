@@ -62,7 +62,7 @@ def sits_estimate_data(task: Any, profile: str) -> EstimateData:
     m = task.spec.metric
     info = {"num_classes": m.num_classes, "ignore_index": m.ignore_index, "class_names": list(m.class_names),
             "channels": channels, "dataset": task.spec.name, "recipe": task.recipe(profile),
-            "class_weights": None if task.class_weights is None else list(task.class_weights)}
+            "class_weights": task.loss_weights(profile)}
     cells = tuple(c for c in task.spec.cells if c.params.get("label_fraction") == 1.0 and "pretrain_source" not in c.params)
     return EstimateData(splits=splits, task_info=info, collate=task.collate, cells=cells, source=sizes.source,
                         sizes={**asdict(sizes), "dates": dates, "train_side": crop})

@@ -202,7 +202,7 @@ def make_scene(rng: np.random.Generator, classes: list[CropClass], class_probs: 
     cloud_cover = np.zeros(n_o)
     for t in range(n_o):
         if rng.random() < style.cloud_prob:
-            density = smooth_noise((size, size), rng, 2.5)
+            density = smooth_noise((size, size), rng, 0.8)  # cloud fields: larger than a patch, mostly
             alpha = np.clip((density - rng.uniform(0.25, 0.85)) * 3, 0, 1)
             dy, dx = (int(v) for v in rng.integers(-size // 4, size // 4 + 1, 2))
             shadow = np.roll(alpha, (dy, dx), axis=(0, 1)) * (1 - alpha)

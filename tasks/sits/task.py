@@ -75,6 +75,7 @@ class SITSData:
     reader_kwargs: dict[str, Any] = field(default_factory=dict)
     readers: dict[str, Any] = field(default_factory=dict)  # split -> dataset (cached: read files once)
     others: dict[str, Any] = field(default_factory=dict)  # other tasks' (task, data) for cross-region pre-training
+    profile: str | None = None  # the profile it was resolved for (the loss weights may depend on it)
 
 
 def random_crop(sample: dict[str, Any], size: int, ignore_index: int, generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -156,6 +157,13 @@ class SITSTask(ABC):
     # per-class loss weights of the reference training recipe (None: uniform); passed to entries as
     # ``task_info["class_weights"]`` so every fine-tuned network uses the same loss
     class_weights: ClassVar[tuple[float, ...] | None] = None
+    # per-profile overrides of ``class_weights`` (e.g. a short CPU budget that must still learn rare classes)
+    profile_class_weights: ClassVar[dict[str, tuple[float, ...]]] = {}
+
+    def loss_weights(self, profile: str | None) -> list[float] | None:
+        """The per-class loss weights at ``profile`` (None: uniform)."""
+        weights = self.profile_class_weights.get(profile or "", self.class_weights)
+        return None if weights is None else list(weights)
 
     # -- what a concrete task provides
     @abstractmethod
@@ -182,7 +190,7 @@ class SITSTask(ABC):
     def recipe(self, profile: str) -> dict[str, Any]:
         """What this task does to the data at ``profile`` (the harness hashes it into every job)."""
         return {"temporal_length": self.temporal_length.get(profile), "train_crop": self.train_crop.get(profile),
-                "class_weights": None if self.class_weights is None else list(self.class_weights)}
+                "class_weights": self.loss_weights(profile)}
 
     # -- data resolution
     def synthetic_dir(self, data_root: Path) -> Path:
@@ -249,7 +257,7 @@ class SITSTask(ABC):
                                     generator_version=self.synthetic_version, seed=self.synthetic_seed)
         split_ids = self.split_ids(root)
         check_disjoint(split_ids, where=self.split_source(root))
-        data = SITSData(root=root, identity=identity, split_ids=split_ids, subset_seed=self.subset_seed, base=base)
+        data = SITSData(root=root, identity=identity, split_ids=split_ids, subset_seed=self.subset_seed, base=base, profile=profile)
         self.check_split_files()
         self.check_materialized(data)
         return data, identity
@@ -267,7 +275,7 @@ class SITSTask(ABC):
         m = self.spec.metric
         return {"num_classes": m.num_classes, "ignore_index": m.ignore_index, "class_names": list(m.class_names),
                 "channels": dict(self.channels), "dataset": self.spec.name,
-                "class_weights": None if self.class_weights is None else list(self.class_weights)}
+                "class_weights": self.loss_weights(data.profile)}
 
     def _reader(self, data: SITSData, split: str) -> Any:
         if split not in data.readers:
