@@ -32,7 +32,7 @@ def test_pastis_bar_follows_the_choice_not_the_bytes(tmp_path: Path, capsys) -> 
         shown = generate(tmp_path / "a", 0, **PASTIS)
     err = capsys.readouterr().err
     assert "generate pastis_r" in err and "patch" in err  # the bar, counting patches
-    assert "pastis_r: generated 4 patches" in err and " s" in err.splitlines()[-1]
+    assert "pastis_r: generated 4 labeled patches" in err and " s" in err.splitlines()[-1]
     with generation_progress(False):
         hidden = generate(tmp_path / "b", 0, **PASTIS)
     err = capsys.readouterr().err
