@@ -36,7 +36,7 @@ def test_pastis_bar_follows_the_choice_not_the_bytes(tmp_path: Path, capsys) -> 
     with generation_progress(False):
         hidden = generate(tmp_path / "b", 0, **PASTIS)
     err = capsys.readouterr().err
-    assert "generate pastis_r" not in err and "pastis_r: generated 4 patches" in err
+    assert "generate pastis_r" not in err and "pastis_r: generated 4 labeled patches" in err
     with generation_progress(True):
         generate(tmp_path / "c", 0, progress=False, **PASTIS)  # an explicit choice wins
     assert "generate pastis_r" not in capsys.readouterr().err
