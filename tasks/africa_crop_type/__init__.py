@@ -99,9 +99,9 @@ class AfricaCropTypeTask(SITSTask):
         return (root / PARTITION_CSV).is_file() and (root / "npy").is_dir() and (root / "truth").is_dir()
 
     def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
-        from .synthetic import write_south_sudan
+        from .synthetic import EMBEDDED_POOL_FACTOR, write_south_sudan
 
-        return write_south_sudan(out, seed, **size)
+        return write_south_sudan(out, seed, **{"pool_factor": EMBEDDED_POOL_FACTOR, **size})
 
     def pool_reader(self, root: Path, **kwargs: Any) -> SouthSudanDataset | None:
         """``unlabeled_pool/`` under the ``southsudan`` folder (SustainBench layout without

@@ -51,6 +51,7 @@ from .dataset import COUNTRY, PARTITION_CSV, POOL_DIR, dates_path, image_path, t
 
 YEAR = 2017
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+EMBEDDED_POOL_FACTOR = 3.0  # the embedded pool: three times the training partition
 CROP_SHARES = (0.68, 0.11, 0.12, 0.09)  # sorghum, maize, rice, groundnut (share of crop parcels)
 # Raw label order: 0 non-crop land, then the crops. Days of year 2017 (rainy season ~May-October).
 # Sorghum: long season, tall stalks; maize: earlier and shorter, denser canopy; rice: flooded
@@ -144,14 +145,15 @@ def write_south_sudan(
     cloud_prob: float = 0.35,
     season: tuple[int, int] = (0, 364),
     catalog: tuple[CropClass, ...] = SOUTH_SUDAN_CROPS,
-    pool_factor: float = 3.0,
+    pool_factor: float = 0.0,
     progress: bool | None = None,
 ) -> dict[str, str]:
     """Write the synthetic ``southsudan`` folder into ``out``; returns {relative path: sha256}.
 
     ``background`` is the share of parcels that are non-crop land (raw label 0), ``unsurveyed``
     the share of crop parcels left unlabelled, ``crop_shares`` the class shares among crop parcels,
-    ``pool_factor`` the size of the unlabeled pool in training partitions (0: none).
+    ``pool_factor`` the size of the unlabeled pool in training partitions (0: none; the embedded
+    dataset uses ``EMBEDDED_POOL_FACTOR``).
     ``progress``: a bar per tile on stderr (None: as ``generation_progress`` says, else on a terminal).
     """
     start = time.perf_counter()

@@ -26,7 +26,13 @@ from benchmark.estimate_data import EstimateData
 from ..sits.estimate import RealSizes, sits_estimate_data
 from ..sits.task import SITSTask, floor_comparisons, standard_cells
 from .dataset import CLASS_NAMES, TRAIN_FOLDS, VOID, PastisRDataset, read_metadata
-from .synthetic import GENERATOR_VERSION, MINI_CLASS_WEIGHTS, POOL_DIR, generate
+from .synthetic import (
+    EMBEDDED_POOL_FACTOR,
+    GENERATOR_VERSION,
+    MINI_CLASS_WEIGHTS,
+    POOL_DIR,
+    generate,
+)
 
 SPLITS_DIR = Path(__file__).parent / "splits"
 ZENODO_URL = "https://zenodo.org/records/5735646/files/PASTIS-R.zip?download=1"
@@ -117,7 +123,7 @@ class PastisRTask(SITSTask):
         return PastisRDataset(root, FOLDS[split], radar=self.radar, optical_bands=self.optical_bands, **kwargs)
 
     def generate_synthetic(self, out: Path, seed: int, **size: Any) -> dict[str, str]:
-        return generate(out, seed, **size)
+        return generate(out, seed, **{"pool_factor": EMBEDDED_POOL_FACTOR, **size})
 
     def pool_reader(self, root: Path, **kwargs: Any) -> PastisRDataset | None:
         """``UNLABELED_POOL/`` under the dataset folder (PASTIS-R layout without annotations),

@@ -46,6 +46,7 @@ from .dataset import REFERENCE_DATE, VOID
 
 GENERATOR_VERSION = "pastis-r-synth-2"
 POOL_DIR = "UNLABELED_POOL"
+EMBEDDED_POOL_FACTOR = 3.0  # the embedded pool: three times the labeled training folds
 # Parcel shares of classes 0..18 following PASTIS's imbalance (meadow ≈ 30 %, corn 14 %, grapevine 11 %,
 # the rarest ~1 %)
 CLASS_SHARES = np.array([0.10, 0.28, 0.09, 0.13, 0.04, 0.03, 0.02, 0.03, 0.10, 0.015, 0.02, 0.02, 0.02, 0.015, 0.025,
@@ -161,10 +162,11 @@ def _collection(out: Path, seed: int, stream: int, ids: list[int], folds: list[i
 
 
 def generate(out: Path, seed: int = 0, *, n_patches: int = 1000, size: int = 16, s2_dates: tuple[int, int] = (10, 14),
-             s1_dates: tuple[int, int] = (12, 16), pool_factor: float = 3.0, progress: bool | None = None) -> dict[str, str]:
+             s1_dates: tuple[int, int] = (12, 16), pool_factor: float = 0.0, progress: bool | None = None) -> dict[str, str]:
     """Write the dataset under ``out`` and return {relative path: sha256} of every file.
 
-    ``pool_factor``: size of the unlabeled pool in units of the labeled training folds (0: none).
+    ``pool_factor``: size of the unlabeled pool in units of the labeled training folds (0: none;
+    the embedded dataset uses ``EMBEDDED_POOL_FACTOR``).
     ``progress``: a bar per patch on stderr (None: as ``generation_progress`` says, else on a terminal).
     """
     start = time.perf_counter()
