@@ -182,3 +182,19 @@ def test_south_sudan_pixels_are_learnable_but_not_trivially(sudan: Path) -> None
     pixel, region = _scores(SouthSudanDataset(sudan, ["train"]), SouthSudanDataset(sudan, ["test"]), 4, 4, "balanced")
     assert 0.3 < pixel < 0.75
     assert region > pixel + 0.1
+
+
+def test_pool_ids_that_collide_with_training_ids_are_refused() -> None:
+    from benchmark.errors import DataError
+    from tasks.sits.pool import PoolReader
+
+    class Ids:
+        def __init__(self, ids: list[str]):
+            self.ids = ids
+
+        def __len__(self) -> int:
+            return len(self.ids)
+
+    with pytest.raises(DataError, match=r"both in the training split and the unlabeled pool.*\['2'\]"):
+        PoolReader([Ids(["1", "2"]), Ids(["2", "3"])], where="root")
+    assert PoolReader([Ids(["1"]), Ids(["2", "3"])], where="root").ids == ["1", "2", "3"]

@@ -51,13 +51,12 @@ def plot_sample(raw_optical: np.ndarray, optical_days: np.ndarray, radar: np.nda
 
 
 def _pastis(root: Path, out: Path) -> Path:
-    from tasks.pastis_r.dataset import RGB, PastisRDataset
+    from tasks.pastis_r.dataset import PastisRDataset
 
     reader = PastisRDataset(root, (5,), normalize=False)
     pid = reader.ids[0]
     s: dict[str, Any] = reader[0]
-    optical = s["optical"].numpy()[:, :3] / 10_000  # RGB as read (B4, B3, B2)
-    assert list(RGB) == [2, 1, 0]
+    optical = s["optical"].numpy() / 10_000  # the reader's RGB (B4, B3, B2), reflectance
     inst = np.load(root / "INSTANCE_ANNOTATIONS" / f"INSTANCES_{pid}.npy")
     return plot_sample(optical, s["optical_dates"].numpy(), s["radar"].numpy(), s["radar_dates"].numpy(), s["label"].numpy(), out,
                        f"embedded PASTIS-R, test patch {pid}: S2 RGB (top), S1A VV/VH/VV-VH (middle), semantic label and parcel instances",

@@ -10,6 +10,7 @@ self-supervised entry sees the same pool; validation and test imagery are never 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +24,8 @@ class PoolReader:
         self.parts = list(parts)
         self.index: list[tuple[int, int]] = [(p, i) for p, part in enumerate(self.parts) for i in range(len(part))]
         self.ids = [str(i) for part in self.parts for i in part.ids]
-        if len(set(self.ids)) != len(self.ids):
-            seen: set[str] = set()
-            twice = sorted({i for i in self.ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+        twice = sorted(i for i, n in Counter(self.ids).items() if n > 1)
+        if twice:
             raise DataError(f"{where}: {len(twice)} series id(s) are both in the training split and the unlabeled pool, "
                             f"e.g. {twice[:3]}; pool ids must be distinct")
 
