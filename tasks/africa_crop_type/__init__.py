@@ -42,7 +42,7 @@ DRIVE_URL = "https://drive.google.com/drive/folders/1WhVObtFOzYFiXBsbbrEGy1DUtv7
 RELEASE_DIR = "africa_crop_type_mapping_v1.0"  # top folder of SustainBench's archive
 SPLITS_DIR = Path(__file__).parent / "splits"
 RULE_FILE = "rule.json"
-SYNTHETIC_SPLIT_FILE = "synthetic-2-seed0.json"  # SITSTask.split_file_names(): synthetic-{version}-seed{seed}
+SYNTHETIC_SPLIT_FILE = "synthetic-3-seed0.json"  # SITSTask.split_file_names(): synthetic-{version}-seed{seed}
 EXPECTED_REAL_COUNTS = {"train": 554, "val": 66, "test": 67}
 SPLIT_FILES = {
     RULE_FILE: "4663e8a07dfecc032df95bfcd7b613338a0186b0dc2610386c0196b957feb78a",
@@ -73,7 +73,7 @@ class AfricaCropTypeTask(SITSTask):
         comparisons=floor_comparisons(),
     )
     dataset_dirname: ClassVar[str] = CANDIDATE_DIRS[0]
-    synthetic_version: ClassVar[str] = "2"
+    synthetic_version: ClassVar[str] = "3"
     channels: ClassVar[dict[str, int]] = {"radar": 3, "optical": 3}
     real_sizes: ClassVar[RealSizes] = RealSizes(
         side=64, radar_dates=80, optical_dates=60, n_train=554, n_val=66, n_test=67,

@@ -13,7 +13,7 @@ clouds and shadows, radar with speckle, all from the same ground). What is speci
   the raw 0 "unlabelled" covering most of every tile: background parcels (bare/mixed land),
   crop parcels nobody surveyed (their imagery is a crop, their label is 0), and half of the
   parcels cut by the tile edge;
-* Sentinel-2 is sparse and cloudy (8–14 dates of a jittered revisit over 2017, 35 % of them
+* Sentinel-2 is sparse and cloudy (8–14 dates of a jittered revisit over 2017, 20 % of them
   clouded), Sentinel-1 denser (14–20 dates) and speckled (dates are days since 2017-01-01 in the
   reader); crops differ by season timing, peak greenness, canopy structure in radar (tall
   sorghum and maize rows, flooded rice) and texture, and rice is hard to tell from sorghum in RGB;
@@ -57,6 +57,9 @@ CROP_SHARES = (0.68, 0.11, 0.12, 0.09)  # sorghum, maize, rice, groundnut (share
 # Sorghum: long season, tall stalks; maize: earlier and shorter, denser canopy; rice: flooded
 # (specular water lowers backscatter), late; groundnut: short, low canopy. Pairs overlap in time,
 # so single dates do not separate them, and clouds and speckle blur the rest.
+# Version 3 lowered the clouded share of S2 dates from 35 % to 20 %: at 35 % the from-scratch
+# U-Net never left the constant (sorghum) solution on optical within the mini budget, in 3 of 3
+# seeds (docs/embedded_data.md).
 SOUTH_SUDAN_CROPS = (
     CropClass(0, 0, 0.20, structure_db=-1.0, flat=True, texture="patchy", texture_amp=0.5, timing_sd=0),
     CropClass(green_up=165, senescence=300, peak=0.75, structure_db=2.5, harvest=20, texture="rows", texture_period=3.0, texture_amp=0.3),
@@ -142,7 +145,7 @@ def write_south_sudan(
     crop_shares: tuple[float, ...] = CROP_SHARES,
     s2_dates: tuple[int, int] = (8, 14),
     s1_dates: tuple[int, int] = (14, 20),
-    cloud_prob: float = 0.35,
+    cloud_prob: float = 0.2,
     season: tuple[int, int] = (0, 364),
     catalog: tuple[CropClass, ...] = SOUTH_SUDAN_CROPS,
     pool_factor: float = 0.0,
