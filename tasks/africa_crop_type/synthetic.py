@@ -57,9 +57,6 @@ CROP_SHARES = (0.68, 0.11, 0.12, 0.09)  # sorghum, maize, rice, groundnut (share
 # Sorghum: long season, tall stalks; maize: earlier and shorter, denser canopy; rice: flooded
 # (specular water lowers backscatter), late; groundnut: short, low canopy. Pairs overlap in time,
 # so single dates do not separate them, and clouds and speckle blur the rest.
-# Version 3 lowered the clouded share of S2 dates from 35 % to 20 %: at 35 % the from-scratch
-# U-Net never left the constant (sorghum) solution on optical within the mini budget, in 3 of 3
-# seeds (docs/embedded_data.md).
 SOUTH_SUDAN_CROPS = (
     CropClass(0, 0, 0.20, structure_db=-1.0, flat=True, texture="patchy", texture_amp=0.5, timing_sd=0),
     CropClass(green_up=165, senescence=300, peak=0.75, structure_db=2.5, harvest=20, texture="rows", texture_period=3.0, texture_amp=0.3),
@@ -145,7 +142,7 @@ def write_south_sudan(
     crop_shares: tuple[float, ...] = CROP_SHARES,
     s2_dates: tuple[int, int] = (8, 14),
     s1_dates: tuple[int, int] = (14, 20),
-    cloud_prob: float = 0.2,
+    cloud_prob: float = 0.2,  # v3; at v2's 0.35 the from-scratch U-Net stayed constant on optical at mini (docs/embedded_data.md)
     season: tuple[int, int] = (0, 364),
     catalog: tuple[CropClass, ...] = SOUTH_SUDAN_CROPS,
     pool_factor: float = 0.0,
