@@ -66,10 +66,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="run jobs in this process instead of one child process per job (for debuggers; no timeout, and an "
                         "entry that crashes the interpreter ends the run)")
     g = p.add_argument_group("job grid", "where the jobs run (docs/cluster.md)")
-    g.add_argument("--executor", default="local", choices=("local", "processes", "slurm"),
-                   help="local: one job after another; processes: --workers jobs at once on this machine (one GPU each); "
-                        "slurm: one Slurm job per job, through submitit")
-    g.add_argument("--workers", type=int, default=2, help="jobs at once with --executor processes (default: 2)")
+    g.add_argument("--executor", default="auto", choices=("auto", "local", "processes", "slurm"),
+                   help="auto (default): processes with one GPU per job when there are several GPUs, one one-thread job "
+                        "per free core on CPU (smoke, mini), local otherwise; local: one job after another; processes: "
+                        "--workers jobs at once on this machine (one GPU each); slurm: one Slurm job per job, through submitit")
+    g.add_argument("--workers", type=int, default=None,
+                   help="jobs at once with --executor processes (default: 2; with auto: the free cores or the GPUs)")
     g.add_argument("--slurm-config", type=Path, default=None, help="TOML file with a [slurm] table (partition, time_min, "
                    "gpus_per_job, cpus_per_job, mem_gb, array_parallelism, folder, cluster, additional)")
     g.add_argument("--slurm-partition", default=None)
@@ -207,6 +209,26 @@ def check_seeds(seeds: Sequence[int] | None) -> None:
         raise BenchmarkError(f"--seed must be in [0, 2^31), got {', '.join(map(str, bad))}")
 
 
+def resolve_auto_executor(args: argparse.Namespace) -> str | None:
+    """Turn ``--executor auto`` into a concrete executor, workers and threads on ``args``; the reason
+    (recorded as each job's threads source), or None when the executor was named."""
+    if args.executor != "auto":
+        if args.workers is None:
+            args.workers = 2
+        return None
+    from .executors import auto_choice
+
+    if args.workers is not None:  # --workers names the processes executor
+        args.executor = "processes"
+        return None
+    choice = auto_choice(args.device, args.threads, args.profile, args.in_process)
+    args.executor, args.workers = choice.executor, choice.workers
+    if choice.executor == "processes" and args.threads is None:
+        args.threads = choice.threads
+        return choice.why
+    return None
+
+
 def _executor(args: argparse.Namespace) -> object:
     from .executors import LocalExecutor, ProcessesExecutor, SlurmConfig, SlurmExecutor
 
@@ -251,7 +273,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_folder(args.data_root, "--data-root", must_exist=True)
     check_folder(args.results, "--results", must_exist=False)
     check_seeds(args.seed)
+    auto_why = resolve_auto_executor(args)
     threads, threads_source = _threads(args)
+    if auto_why is not None:
+        threads_source = auto_why
     import torch
 
     torch.set_num_threads(threads)  # recorded in every record's environment.torch_threads and execution.threads_source

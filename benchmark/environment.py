@@ -62,16 +62,22 @@ def load_average() -> float | None:
 
 
 def auto_threads(jobs_at_once: int = 1) -> tuple[int, str]:
-    """Intra-op threads per job and why: the usable cores the 1-minute load leaves free, shared by
-    the jobs running at once, at least 1. When the process is confined to some of the machine's
-    cores (Slurm, cgroups, taskset), those cores are its own and the machine-wide load says
-    nothing about them, so all of them are used."""
+    """Intra-op threads per job and why: the :func:`free_cores`, shared by the jobs running at
+    once, at least 1."""
+    free, where = free_cores()
+    threads = max(1, free // max(1, jobs_at_once))
+    return threads, f"auto: {where}, {jobs_at_once} job(s) at once"
+
+
+def free_cores() -> tuple[int, str]:
+    """The usable cores the 1-minute load leaves free (at least 1), and a phrase saying why. When
+    the process is confined to some of the machine's cores (Slurm, cgroups, taskset), those cores
+    are its own and the machine-wide load says nothing about them, so all of them count."""
     cores, load = usable_cores(), load_average()
     confined = cores < (os.cpu_count() or cores)
     free = cores if load is None or confined else max(1, cores - int(round(load)))
-    threads = max(1, free // max(1, jobs_at_once))
     where = f"{cores} of {os.cpu_count()} cores (confined)" if confined else f"{cores} usable core(s), load {load if load is not None else '?'}"
-    return threads, f"auto: {where}, {jobs_at_once} job(s) at once"
+    return free, where
 
 
 def _versions() -> dict[str, str]:

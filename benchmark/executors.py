@@ -99,6 +99,54 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+MAX_AUTO_CPU_WORKERS = 8  # beyond this, a machine's extra cores go to threads inside each job
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``--executor auto`` runs: the executor's name, its workers and the threads per job
+    (None: :func:`benchmark.environment.auto_threads` decides), and why."""
+
+    executor: str
+    workers: int
+    threads: int | None
+    why: str
+
+
+def auto_choice(device: str | None, threads: int | None, profile: str, in_process: bool) -> AutoChoice:
+    """``--executor auto``: spread the jobs over the machine when that is faster, else one at a time.
+
+    * GPUs: one job per visible GPU (``processes``) when there are several, else ``local``.
+    * CPU, ``smoke`` / ``mini``: as many jobs at once as there are free cores, one torch thread
+      each (``threads`` per job if given). The small models of these profiles use a second thread
+      poorly: on a 2-core machine two one-thread jobs finish a set of jobs 1.5× sooner than one
+      two-thread job after another (``docs/cluster.md``), and one thread per job also makes a job's
+      numbers independent of the load the run started under (float reductions split over threads
+      round differently).
+    * CPU, ``paper``: ``local`` (one job needs the whole machine's memory).
+    * ``--in-process`` and ``torchrun``: ``local``.
+    """
+    from .environment import free_cores
+    from .ranks import launched_world_size
+
+    if in_process or launched_world_size() > 1:
+        return AutoChoice("local", 1, threads, "--in-process or torchrun: one job at a time")
+    wants_cuda = device.startswith("cuda") if device else bool(visible_gpus())
+    if wants_cuda:
+        gpus = visible_gpus() if device in (None, "cuda") else []
+        if len(gpus) > 1:
+            return AutoChoice("processes", len(gpus), threads, f"{len(gpus)} GPUs: one job on each")
+        return AutoChoice("local", 1, threads, "one GPU: one job at a time")
+    if profile == "paper":
+        return AutoChoice("local", 1, threads, "paper profile on CPU: one job at a time")
+    free, where = free_cores()
+    per_job = threads or max(1, free // MAX_AUTO_CPU_WORKERS)
+    workers = min(MAX_AUTO_CPU_WORKERS, max(1, free // per_job))
+    if workers == 1:
+        return AutoChoice("local", 1, threads, f"{where}: one job at a time")
+    return AutoChoice("processes", workers, per_job, f"auto: {where}, {workers} jobs at once, {per_job} thread(s) each")
+
+
 @dataclass
 class ProcessesExecutor:
     """``workers`` jobs at once, each in its own child process. ``threads``: torch threads per job

@@ -262,7 +262,8 @@ def make_plan(opts: RunOptions) -> tuple[Plan, Loaded]:
         raise BenchmarkError("nothing to run: no (entry, cell) pair matches the chosen tables, cells and entries")
     plan = Plan(opts, [])
     store = ResultStore(opts.results_dir)
-    context = _JobContext(task, dataclasses.asdict(identity), opts, device, isolation, timeout)
+    depends = dependency_identities(task, [cell for _, cell in pairs], opts)
+    context = _JobContext(task, dataclasses.asdict(identity), opts, device, isolation, timeout, depends)
     for seed in seeds:
         for entry_name, cell in pairs:
             job = context.job(entries[entry_name], cell, seed)
@@ -270,6 +271,25 @@ def make_plan(opts: RunOptions) -> tuple[Plan, Loaded]:
             if opts.resume and store.is_done(job.key, job.config_hash):
                 plan.done.add(job.key)
     return plan, Loaded(task, data, entries)
+
+
+def cell_dependencies(task: Any, cell: Cell) -> tuple[str, ...]:
+    """Other tasks whose data the jobs of ``cell`` read (a pre-training pool from another location,
+    say): the task's optional ``data_dependencies(cell)``, none by default."""
+    hook = getattr(task, "data_dependencies", None)
+    return tuple(hook(cell)) if callable(hook) else ()
+
+
+def dependency_identities(task: Any, cells: Sequence[Cell], opts: RunOptions) -> dict[str, dict[str, Any]]:
+    """The data identity of every other task the planned cells read, resolved (and generated on
+    first use) from the run's data root: it joins those jobs' hashes, work folders and records, so a
+    changed pool never lets ``--resume`` or a shared checkpoint reuse results trained on the old one."""
+    names = sorted({name for cell in cells for name in cell_dependencies(task, cell)})
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        _, identity = resolve_data(registry.load_task(name), opts.data_root, opts.profile, None if opts.show_progress else False)
+        out[name] = dataclasses.asdict(identity)
+    return out
 
 
 @dataclass
@@ -282,6 +302,14 @@ class _JobContext:
     device: torch.device
     isolation: str
     timeout: float | None
+    depends: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cell_identity(self, cell: Cell) -> dict[str, Any]:
+        """The task's data identity, plus (``depends_on``) that of every other task's data the cell reads."""
+        names = cell_dependencies(self.task, cell)
+        if not names:
+            return self.identity
+        return {**self.identity, "depends_on": {name: portable_identity(self.depends[name]) for name in names}}
 
     def job(self, entry: registry.ResolvedEntry, cell: Cell, seed: int) -> PlannedJob:
         spec: TaskSpec = self.task.spec
@@ -291,8 +319,9 @@ class _JobContext:
         changes = self.opts.overrides.for_entry(entry.name, hparams)
         hparams = ovr.apply(hparams, changes, entry.name)
         recipe = task_recipe(self.task, profile)
-        cfg_hash = config_hash(job_config(spec, cell, cls, profile, seed, hparams, self.identity, recipe))
-        work_dir = ResultStore(self.opts.results_dir).work_dir(key) / work_key(spec, cls, hparams, self.identity, recipe)
+        identity = self.cell_identity(cell)
+        cfg_hash = config_hash(job_config(spec, cell, cls, profile, seed, hparams, identity, recipe))
+        work_dir = ResultStore(self.opts.results_dir).work_dir(key) / work_key(spec, cls, hparams, identity, recipe)
         first_stage = next(iter(stage_keys(spec.family, cell).values()))
         request = JobRequest(task=self.opts.task, entry=entry.spec, profile=profile, cell=cell.name, seed=seed, device=str(self.device),
                              data_root=self.opts.data_root, hparams=hparams, recipe=recipe, checkpoint_dir=work_dir,
@@ -310,7 +339,7 @@ class _JobContext:
             "hparams": hparams,
             "overrides": {"values": changes, "sources": list(self.opts.overrides.sources)} if changes else None,
             "config_hash": cfg_hash,
-            "data": self.identity,
+            "data": identity,
             "execution": {"isolation": self.isolation, "timeout_s": self.timeout, "threads_source": self.opts.threads_source},
             "command": self.opts.command,
         }

@@ -98,3 +98,64 @@ def test_slurm_config_file(tmp_path: Path) -> None:
     path.write_text('[slurm]\npartiton = "gpu"\n')
     with pytest.raises(Exception, match="unknown key\\(s\\) partiton"):
         SlurmConfig.from_file(path)
+
+
+# --------------------------------------------------------------------------- --executor auto
+@pytest.fixture()
+def cores(monkeypatch: pytest.MonkeyPatch):
+    """Set the free cores and visible GPUs ``auto_choice`` sees."""
+    import benchmark.environment as environment
+    import benchmark.executors as executors
+
+    def set_(free: int, gpus: int = 0) -> None:
+        monkeypatch.setattr(environment, "free_cores", lambda: (free, f"{free} free core(s)"))
+        monkeypatch.setattr(executors, "visible_gpus", lambda: [str(i) for i in range(gpus)])
+    return set_
+
+
+@pytest.mark.parametrize(("free", "threads", "profile", "expected"), [
+    (2, None, "mini", ("processes", 2, 1)),  # a 2-core CPU: two one-thread jobs at once
+    (1, None, "mini", ("local", 1, None)),  # one free core: one job at a time
+    (4, 2, "mini", ("processes", 2, 2)),  # --threads 2 on 4 free cores: two jobs of two threads
+    (2, 2, "mini", ("local", 1, 2)),  # --threads 2 on 2 free cores: one job at a time
+    (32, None, "smoke", ("processes", 8, 4)),  # many cores: at most 8 jobs, the rest as threads
+    (16, None, "paper", ("local", 1, None)),  # paper on CPU: one job needs the machine
+])
+def test_auto_executor_on_cpu(cores, free: int, threads: int | None, profile: str, expected: tuple) -> None:
+    from benchmark.executors import auto_choice
+
+    cores(free)
+    choice = auto_choice("cpu", threads, profile, in_process=False)
+    assert (choice.executor, choice.workers, choice.threads) == expected
+    cores(free, gpus=2)  # GPUs on the machine change nothing when the run asks for the CPU
+    assert auto_choice("cpu", threads, profile, in_process=False).executor == expected[0]
+
+
+def test_auto_executor_on_gpus_and_in_process(cores, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.executors import auto_choice
+
+    cores(16, gpus=4)
+    assert (auto_choice(None, None, "paper", False).executor, auto_choice(None, None, "paper", False).workers) == ("processes", 4)
+    assert auto_choice("cuda:1", None, "paper", False).executor == "local"  # one named device
+    cores(16, gpus=1)
+    assert auto_choice(None, None, "mini", False).executor == "local"
+    cores(16)
+    assert auto_choice("cpu", None, "mini", in_process=True).executor == "local"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert auto_choice("cpu", None, "mini", False).executor == "local"  # under torchrun every rank runs the jobs in turn
+
+
+def test_auto_executor_records_one_thread_per_job_and_the_reason(cores, sequential: Path, tmp_path: Path) -> None:
+    """The default run on a 2-core machine: two jobs at once, one thread each, and the records say so;
+    the records equal the sequential one-thread records."""
+    cores(2)
+    out = tmp_path / "auto"
+    assert main(["run", "--task", SEG, "--entry", ENTRIES[0], "--profile", "smoke", "--device", "cpu",
+                 "--results", str(out), "--no-progress"]) == 0
+    records = list(ResultStore(out).records("mock_segmentation", "smoke"))
+    assert records and all(r["environment"]["torch_threads"] == 1 for r in records)
+    assert all(r["execution"]["threads_source"].startswith("auto: 2 free core(s), 2 jobs at once") for r in records)
+    got, want = _records(out), _records(sequential)
+    assert got and set(got) <= set(want)
+    for key, (metrics, confusion) in got.items():
+        assert metrics == want[key][0] and np.array_equal(confusion, want[key][1])

@@ -126,3 +126,41 @@ def test_6a_cells_table_and_comparisons(embedded) -> None:
     table = spec.table_specs()["ablation_6a"]
     assert set(table.cells) == {f"{c}-{k}" for c in MAIN_CELLS for k in ("sl", "dl")}
     assert table.entries == ("s4",)
+
+
+def test_dl_and_sl_jobs_carry_the_other_pools_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DL / SL job reads South Sudan's pool: that pool's data identity is in its record and its
+    hash, so re-generated or changed South Sudan data re-runs those jobs (and only those) on
+    ``--resume`` instead of keeping results trained on the old pool."""
+    from benchmark import plan as plan_mod
+    from benchmark.plan import RunOptions, make_plan
+
+    def plan_of(root: Path) -> dict[str, dict]:
+        opts = RunOptions(task="pastis_r", entries=["s4"], profile="smoke", seeds=[0], data_root=root, device="cpu",
+                          results_dir=tmp_path / "results", cells=["radar-100", "radar-100-dl", "radar-100-sl"], show_progress=False)
+        plan, _ = make_plan(opts)
+        return {job.key.cell: job.record for job in plan.jobs}
+
+    root = tmp_path / "data"
+    root.mkdir()
+    before = plan_of(root)
+    from tasks.africa_crop_type import AfricaCropTypeTask
+
+    _, south_sudan = AfricaCropTypeTask().resolve_data(root, "smoke", show_progress=False)
+    assert "depends_on" not in before["radar-100"]["data"]
+    for cell in ("radar-100-dl", "radar-100-sl"):
+        dep = before[cell]["data"]["depends_on"]["africa_crop_type"]
+        assert dep["checksum"] == south_sudan.checksum and "root" not in dep
+    real = plan_mod.resolve_data
+
+    def changed_pool(task, *args, **kwargs):
+        data, identity = real(task, *args, **kwargs)
+        if task.spec.name == "africa_crop_type":
+            identity = dataclasses.replace(identity, checksum="0" * 64)
+        return data, identity
+
+    monkeypatch.setattr(plan_mod, "resolve_data", changed_pool)
+    after = plan_of(root)
+    assert after["radar-100"]["config_hash"] == before["radar-100"]["config_hash"]
+    for cell in ("radar-100-dl", "radar-100-sl"):
+        assert after[cell]["config_hash"] != before[cell]["config_hash"]

@@ -297,6 +297,13 @@ class SITSTask(ABC):
     def train_ids(self, data: SITSData, fraction: float) -> list[str]:
         return label_subset(data.split_ids["train"], fraction, data.subset_seed)
 
+    def data_dependencies(self, cell: Cell) -> tuple[str, ...]:
+        """Other tasks whose data the jobs of ``cell`` read: the pool it pre-trains on and the pool it
+        is matched to in size (:meth:`unlabeled`). The harness puts their data identities into those
+        jobs' hashes and records."""
+        names = (cell.params.get("pretrain_source"), cell.params.get("pretrain_match"))
+        return tuple(dict.fromkeys(n for n in names if n and n != self.spec.name))
+
     def unlabeled(self, data: SITSData, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         """Both modalities of every series of the pre-training pool, without labels (the S4
         pre-training view): the training split's imagery plus the unlabeled collection
