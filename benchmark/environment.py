@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,31 @@ def load_average() -> float | None:
         return None
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(all, idle) jiffies of the machine from ``/proc/stat`` (Linux), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields), fields[3] + fields[4]) if len(fields) >= 5 else None
+
+
+def busy_cores(sample_s: float = 0.5) -> float | None:
+    """Cores the machine keeps busy now: its non-idle share of CPU time over ``sample_s`` seconds
+    times its core count (None where ``/proc/stat`` is missing). Unlike the 1-minute load average,
+    this does not still count a run that ended seconds ago, which made a run started right after
+    another one take a single core."""
+    before = _cpu_times()
+    if before is None:
+        return None
+    time.sleep(sample_s)
+    after = _cpu_times()
+    if after is None or after[0] <= before[0]:
+        return None
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return round((os.cpu_count() or 1) * (total - idle) / total, 2)
+
+
 def auto_threads(jobs_at_once: int = 1) -> tuple[int, str]:
     """Intra-op threads per job and why: the :func:`free_cores`, shared by the jobs running at
     once, at least 1."""
@@ -70,14 +96,20 @@ def auto_threads(jobs_at_once: int = 1) -> tuple[int, str]:
 
 
 def free_cores() -> tuple[int, str]:
-    """The usable cores the 1-minute load leaves free (at least 1), and a phrase saying why. When
-    the process is confined to some of the machine's cores (Slurm, cgroups, taskset), those cores
-    are its own and the machine-wide load says nothing about them, so all of them count."""
-    cores, load = usable_cores(), load_average()
-    confined = cores < (os.cpu_count() or cores)
-    free = cores if load is None or confined else max(1, cores - int(round(load)))
-    where = f"{cores} of {os.cpu_count()} cores (confined)" if confined else f"{cores} usable core(s), load {load if load is not None else '?'}"
-    return free, where
+    """The usable cores that other work leaves free (at least 1), and a phrase saying why: the
+    :func:`busy_cores` of a half-second sample, or the 1-minute load average where that is
+    unavailable. When the process is confined to some of the machine's cores (Slurm, cgroups,
+    taskset), those cores are its own and the machine-wide load says nothing about them, so all of
+    them count."""
+    cores = usable_cores()
+    if cores < (os.cpu_count() or cores):
+        return cores, f"{cores} of {os.cpu_count()} cores (confined)"
+    busy = busy_cores()
+    if busy is not None:
+        return max(1, cores - int(round(busy))), f"{cores} usable core(s), {busy:g} busy"
+    load = load_average()
+    free = cores if load is None else max(1, cores - int(round(load)))
+    return free, f"{cores} usable core(s), load {load if load is not None else '?'}"
 
 
 def _versions() -> dict[str, str]:

@@ -242,11 +242,41 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -
     from benchmark import environment
 
     monkeypatch.setattr(environment, "usable_cores", lambda: 8)
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(environment, "busy_cores", lambda: 3.2)
+    assert auto_threads(1) == (5, "auto: 8 usable core(s), 3.2 busy, 1 job(s) at once")
+    assert auto_threads(2)[0] == 2
+    monkeypatch.setattr(environment, "busy_cores", lambda: 12.0)
+    assert auto_threads(1)[0] == 1
+    # without /proc/stat: the 1-minute load average
+    monkeypatch.setattr(environment, "busy_cores", lambda: None)
     monkeypatch.setattr(environment, "load_average", lambda: 3.2)
     assert auto_threads(1) == (5, "auto: 8 usable core(s), load 3.2, 1 job(s) at once")
-    assert auto_threads(2)[0] == 2
-    monkeypatch.setattr(environment, "load_average", lambda: 12.0)
-    assert auto_threads(1)[0] == 1
+
+
+def test_busy_cores_sees_work_now_not_a_minute_ago() -> None:
+    """A core kept busy during the sample counts; the 1-minute load average would still count a
+    run that ended seconds ago (and did make a run started right after another take one core)."""
+    import threading
+
+    from benchmark import environment
+
+    if environment.busy_cores(0.05) is None:
+        pytest.skip("no /proc/stat here")
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        busy = environment.busy_cores(0.5)
+    finally:
+        stop.set()
+        worker.join()
+    assert busy is not None and 0.7 <= busy <= (environment.os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- found by review
