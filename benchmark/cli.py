@@ -46,8 +46,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", action="append", default=None, dest="tables", help="only the cells of this table (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads per job (default: the usable cores the load average leaves free, split between "
-                        "the jobs running at once; OpenMP threads beyond the free cores thrash)")
+                   help="torch intra-op threads per job (default: 1 when --executor auto runs one job per free core; else the "
+                        "usable cores that other work leaves free, split between the jobs running at once; OpenMP threads "
+                        "beyond the free cores thrash)")
     p.add_argument("--set", action="append", default=None, dest="sets", metavar="KEY=VALUE",
                    help="override a hyper-parameter of every entry of the run (repeatable; typed: 3e-4, 32, true, [16,32], null; "
                         "dotted keys for nested values); goes into the job's hash and record")
