@@ -222,9 +222,12 @@ def resolve_auto_executor(args: argparse.Namespace) -> str | None:
     if args.workers is not None:  # --workers names the processes executor
         args.executor = "processes"
         return None
+    if args.list_jobs or args.job_index is not None:  # one job (or none) in this process: all its cores
+        args.executor, args.workers = "local", 1
+        return None
     choice = auto_choice(args.device, args.threads, args.profile, args.in_process)
     args.executor, args.workers = choice.executor, choice.workers
-    if choice.executor == "processes" and args.threads is None:
+    if args.threads is None and choice.threads is not None:  # the choice sampled the free cores already
         args.threads = choice.threads
         return choice.why
     return None
@@ -276,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_seeds(args.seed)
     auto_why = resolve_auto_executor(args)
     threads, threads_source = _threads(args)
-    if auto_why is not None:
+    if auto_why is not None:  # the threads came with the executor's choice
         threads_source = auto_why
     import torch
 

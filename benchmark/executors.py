@@ -131,9 +131,9 @@ def auto_choice(device: str | None, threads: int | None, profile: str, in_proces
 
     if in_process or launched_world_size() > 1:
         return AutoChoice("local", 1, threads, "--in-process or torchrun: one job at a time")
-    wants_cuda = device.startswith("cuda") if device else bool(visible_gpus())
-    if wants_cuda:
-        gpus = visible_gpus() if device in (None, "cuda") else []
+    unnamed = device in (None, "auto")  # the CLI's default: CUDA when torch sees a GPU
+    if device and device.startswith("cuda") or unnamed and _cuda_available():
+        gpus = visible_gpus() if device in (None, "auto", "cuda") else []
         if len(gpus) > 1:
             return AutoChoice("processes", len(gpus), threads, f"{len(gpus)} GPUs: one job on each")
         return AutoChoice("local", 1, threads, "one GPU: one job at a time")
@@ -143,8 +143,14 @@ def auto_choice(device: str | None, threads: int | None, profile: str, in_proces
     per_job = threads or max(1, free // MAX_AUTO_CPU_WORKERS)
     workers = min(MAX_AUTO_CPU_WORKERS, max(1, free // per_job))
     if workers == 1:
-        return AutoChoice("local", 1, threads, f"{where}: one job at a time")
+        return AutoChoice("local", 1, threads or free, f"auto: {where}, one job at a time")
     return AutoChoice("processes", workers, per_job, f"auto: {where}, {workers} jobs at once, {per_job} thread(s) each")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass

@@ -262,7 +262,8 @@ def make_plan(opts: RunOptions) -> tuple[Plan, Loaded]:
         raise BenchmarkError("nothing to run: no (entry, cell) pair matches the chosen tables, cells and entries")
     plan = Plan(opts, [])
     store = ResultStore(opts.results_dir)
-    depends = dependency_identities(task, [cell for _, cell in pairs], opts)
+    depends = dependency_identities(task, [cell for _, cell in pairs], opts.data_root, opts.profile,
+                                    None if opts.show_progress else False)
     context = _JobContext(task, dataclasses.asdict(identity), opts, device, isolation, timeout, depends)
     for seed in seeds:
         for entry_name, cell in pairs:
@@ -280,16 +281,31 @@ def cell_dependencies(task: Any, cell: Cell) -> tuple[str, ...]:
     return tuple(hook(cell)) if callable(hook) else ()
 
 
-def dependency_identities(task: Any, cells: Sequence[Cell], opts: RunOptions) -> dict[str, dict[str, Any]]:
-    """The data identity of every other task the planned cells read, resolved (and generated on
-    first use) from the run's data root: it joins those jobs' hashes, work folders and records, so a
-    changed pool never lets ``--resume`` or a shared checkpoint reuse results trained on the old one."""
+def dependency_identities(task: Any, cells: Sequence[Cell], data_root: Path | None, profile: str,
+                          show_progress: bool | None = False) -> dict[str, dict[str, Any]]:
+    """The data identity of every other task the ``cells`` read, resolved (and generated on first
+    use) from the run's data root, with that task's version and the part of its recipe its readers
+    of the pool use (its optional ``dependency_recipe(profile)``). It joins those jobs' hashes, work
+    folders and records, so a changed pool never lets ``--resume`` or a shared checkpoint reuse
+    results trained on the old one."""
     names = sorted({name for cell in cells for name in cell_dependencies(task, cell)})
     out: dict[str, dict[str, Any]] = {}
     for name in names:
-        _, identity = resolve_data(registry.load_task(name), opts.data_root, opts.profile, None if opts.show_progress else False)
-        out[name] = dataclasses.asdict(identity)
+        other = registry.load_task(name)
+        _, identity = resolve_data(other, data_root, profile, show_progress)
+        hook = getattr(other, "dependency_recipe", None)
+        out[name] = {**portable_identity(dataclasses.asdict(identity)), "task_version": other.spec.version,
+                     **({"recipe": dict(hook(profile))} if callable(hook) else {})}
     return out
+
+
+def cell_identity(task: Any, cell: Cell, identity: dict[str, Any], depends: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A job's data identity: the task's, plus (``depends_on``) that of every other task's data the
+    cell reads (``depends``: from :func:`dependency_identities`). Planning and rescoring both use it."""
+    names = cell_dependencies(task, cell)
+    if not names:
+        return identity
+    return {**identity, "depends_on": {name: depends[name] for name in names}}
 
 
 @dataclass
@@ -304,13 +320,6 @@ class _JobContext:
     timeout: float | None
     depends: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def cell_identity(self, cell: Cell) -> dict[str, Any]:
-        """The task's data identity, plus (``depends_on``) that of every other task's data the cell reads."""
-        names = cell_dependencies(self.task, cell)
-        if not names:
-            return self.identity
-        return {**self.identity, "depends_on": {name: portable_identity(self.depends[name]) for name in names}}
-
     def job(self, entry: registry.ResolvedEntry, cell: Cell, seed: int) -> PlannedJob:
         spec: TaskSpec = self.task.spec
         profile, cls = self.opts.profile, entry.cls
@@ -319,7 +328,7 @@ class _JobContext:
         changes = self.opts.overrides.for_entry(entry.name, hparams)
         hparams = ovr.apply(hparams, changes, entry.name)
         recipe = task_recipe(self.task, profile)
-        identity = self.cell_identity(cell)
+        identity = cell_identity(self.task, cell, self.identity, self.depends)
         cfg_hash = config_hash(job_config(spec, cell, cls, profile, seed, hparams, identity, recipe))
         work_dir = ResultStore(self.opts.results_dir).work_dir(key) / work_key(spec, cls, hparams, identity, recipe)
         first_stage = next(iter(stage_keys(spec.family, cell).values()))

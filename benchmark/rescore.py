@@ -20,6 +20,7 @@ from . import registry
 from .contracts import profile_hparams
 from .errors import BenchmarkError
 from .overrides import apply as apply_overrides
+from .plan import cell_dependencies, cell_identity, dependency_identities
 from .results import ResultStore, atomic_write_json, config_hash, git_revision, now_iso
 from .runner import job_config, task_recipe
 from .schema import RecordError, validate
@@ -57,6 +58,7 @@ def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | N
     _, identity = task.resolve_data(data_root, profile)
     identity_dict = dataclasses.asdict(identity)
     recipe = task_recipe(task, profile)
+    depends: dict[str, dict[str, Any]] = {}  # other tasks' data identities, resolved when a record's cell reads them
     store = ResultStore(results_dir)
     by_name = {cls.metadata.name: cls for cls in (registry.load_entry(e) for e in entries or [])}
     done, skipped = 0, []
@@ -78,7 +80,11 @@ def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | N
         except BenchmarkError as exc:
             skipped.append(f"{path}: its overrides no longer apply ({exc}); re-run it instead")
             continue
-        cfg = job_config(spec, cell, cls, profile, int(rec["seed"]), hparams, identity_dict, recipe)
+        for name in cell_dependencies(task, cell):
+            if name not in depends:
+                depends.update(dependency_identities(task, [cell], data_root, profile))
+        identity_of_cell = cell_identity(task, cell, identity_dict, depends)
+        cfg = job_config(spec, cell, cls, profile, int(rec["seed"]), hparams, identity_of_cell, recipe)
         why = _mismatch(rec, cfg)
         if why:
             skipped.append(f"{path}: its {why} differs from the current job's; re-run it instead")

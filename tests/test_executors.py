@@ -110,12 +110,13 @@ def cores(monkeypatch: pytest.MonkeyPatch):
     def set_(free: int, gpus: int = 0) -> None:
         monkeypatch.setattr(environment, "free_cores", lambda: (free, f"{free} free core(s)"))
         monkeypatch.setattr(executors, "visible_gpus", lambda: [str(i) for i in range(gpus)])
+        monkeypatch.setattr(executors, "_cuda_available", lambda: gpus > 0)
     return set_
 
 
 @pytest.mark.parametrize(("free", "threads", "profile", "expected"), [
     (2, None, "mini", ("processes", 2, 1)),  # a 2-core CPU: two one-thread jobs at once
-    (1, None, "mini", ("local", 1, None)),  # one free core: one job at a time
+    (1, None, "mini", ("local", 1, 1)),  # one free core: one job at a time, on it
     (4, 2, "mini", ("processes", 2, 2)),  # --threads 2 on 4 free cores: two jobs of two threads
     (2, 2, "mini", ("local", 1, 2)),  # --threads 2 on 2 free cores: one job at a time
     (32, None, "smoke", ("processes", 8, 4)),  # many cores: at most 8 jobs, the rest as threads
@@ -127,6 +128,7 @@ def test_auto_executor_on_cpu(cores, free: int, threads: int | None, profile: st
     cores(free)
     choice = auto_choice("cpu", threads, profile, in_process=False)
     assert (choice.executor, choice.workers, choice.threads) == expected
+    assert auto_choice("auto", threads, profile, in_process=False).executor == expected[0]  # no GPU: the CPU
     cores(free, gpus=2)  # GPUs on the machine change nothing when the run asks for the CPU
     assert auto_choice("cpu", threads, profile, in_process=False).executor == expected[0]
 
@@ -135,10 +137,12 @@ def test_auto_executor_on_gpus_and_in_process(cores, monkeypatch: pytest.MonkeyP
     from benchmark.executors import auto_choice
 
     cores(16, gpus=4)
-    assert (auto_choice(None, None, "paper", False).executor, auto_choice(None, None, "paper", False).workers) == ("processes", 4)
+    for device in (None, "auto", "cuda"):  # "auto" is the CLI's default --device
+        choice = auto_choice(device, None, "paper", False)
+        assert (choice.executor, choice.workers) == ("processes", 4), device
     assert auto_choice("cuda:1", None, "paper", False).executor == "local"  # one named device
     cores(16, gpus=1)
-    assert auto_choice(None, None, "mini", False).executor == "local"
+    assert auto_choice("auto", None, "mini", False).executor == "local"  # one GPU: never 8 jobs on it
     cores(16)
     assert auto_choice("cpu", None, "mini", in_process=True).executor == "local"
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -159,3 +163,20 @@ def test_auto_executor_records_one_thread_per_job_and_the_reason(cores, sequenti
     assert got and set(got) <= set(want)
     for key, (metrics, confusion) in got.items():
         assert metrics == want[key][0] and np.array_equal(confusion, want[key][1])
+
+
+def test_auto_executor_leaves_list_jobs_and_job_index_one_local_job(cores) -> None:
+    """``--job-index I`` runs one job in this process (an array task's): it keeps every core it was given."""
+    import argparse
+
+    from benchmark.cli import resolve_auto_executor
+
+    cores(8)
+    for extra in ({"list_jobs": True, "job_index": None}, {"list_jobs": False, "job_index": 3}):
+        args = argparse.Namespace(executor="auto", workers=None, threads=None, device="auto", profile="mini", in_process=False, **extra)
+        assert resolve_auto_executor(args) is None
+        assert (args.executor, args.workers, args.threads) == ("local", 1, None)
+    args = argparse.Namespace(executor="auto", workers=None, threads=None, device="auto", profile="mini", in_process=False,
+                              list_jobs=False, job_index=None)
+    assert resolve_auto_executor(args).startswith("auto: 8 free core(s), 8 jobs at once")
+    assert (args.executor, args.workers, args.threads) == ("processes", 8, 1)

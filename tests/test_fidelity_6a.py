@@ -139,7 +139,7 @@ def test_dl_and_sl_jobs_carry_the_other_pools_identity(tmp_path: Path, monkeypat
         opts = RunOptions(task="pastis_r", entries=["s4"], profile="smoke", seeds=[0], data_root=root, device="cpu",
                           results_dir=tmp_path / "results", cells=["radar-100", "radar-100-dl", "radar-100-sl"], show_progress=False)
         plan, _ = make_plan(opts)
-        return {job.key.cell: job.record for job in plan.jobs}
+        return {job.key.cell: {**job.record, "work": job.request.checkpoint_dir} for job in plan.jobs}
 
     root = tmp_path / "data"
     root.mkdir()
@@ -151,6 +151,7 @@ def test_dl_and_sl_jobs_carry_the_other_pools_identity(tmp_path: Path, monkeypat
     for cell in ("radar-100-dl", "radar-100-sl"):
         dep = before[cell]["data"]["depends_on"]["africa_crop_type"]
         assert dep["checksum"] == south_sudan.checksum and "root" not in dep
+        assert dep["task_version"] == AfricaCropTypeTask.spec.version and dep["recipe"]["subset_seed"] == AfricaCropTypeTask.subset_seed
     real = plan_mod.resolve_data
 
     def changed_pool(task, *args, **kwargs):
@@ -162,5 +163,7 @@ def test_dl_and_sl_jobs_carry_the_other_pools_identity(tmp_path: Path, monkeypat
     monkeypatch.setattr(plan_mod, "resolve_data", changed_pool)
     after = plan_of(root)
     assert after["radar-100"]["config_hash"] == before["radar-100"]["config_hash"]
+    assert after["radar-100"]["work"] == before["radar-100"]["work"]
     for cell in ("radar-100-dl", "radar-100-sl"):
         assert after[cell]["config_hash"] != before[cell]["config_hash"]
+        assert after[cell]["work"] != before[cell]["work"]  # a pre-training on the old pool is never reused

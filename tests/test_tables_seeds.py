@@ -128,3 +128,23 @@ def test_alignment_keeps_the_first_order_and_refuses_duplicates_and_other_truths
         _same_truth([xa, xb], "a vs b")
     with pytest.raises(BenchmarkError, match="repeat unit ids"):
         _aligned([{"unit_id": np.array(["a", "a", "b"])}, b], "dup")
+
+
+def test_rescore_keeps_a_dl_record_that_matches_its_pool(tmp_path: Path) -> None:
+    """A Fig. 6a DL record's identity includes South Sudan's pool (``data.depends_on``): rescoring
+    rebuilds it the way the plan does, so the record is rescored (same hash), not refused."""
+    import json
+
+    from benchmark.rescore import rescore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    results = tmp_path / "results"
+    runner.run("pastis_r", [LINEAR], profile="smoke", results_dir=results, data_root=data, cells=["radar-10-dl"],
+               show_progress=False, device="cpu")
+    (path,) = [Path(r["_path"]) for r in ResultStore(results).records("pastis_r", "smoke")]
+    before = json.loads(path.read_text())
+    assert before["data"]["depends_on"]["africa_crop_type"]["task_version"]
+    done, skipped = rescore("pastis_r", "smoke", results, data_root=data, entries=[LINEAR])
+    assert (done, skipped) == (1, [])
+    assert json.loads(path.read_text())["config_hash"] == before["config_hash"]

@@ -304,6 +304,12 @@ class SITSTask(ABC):
         names = (cell.params.get("pretrain_source"), cell.params.get("pretrain_match"))
         return tuple(dict.fromkeys(n for n in names if n and n != self.spec.name))
 
+    def dependency_recipe(self, profile: str) -> dict[str, Any]:
+        """What of this task's recipe another task's jobs use when they pre-train on (or match) its
+        pool: the pool view's training crop and the hash-rank seed that subsamples it. It joins
+        their hashes, unlike the loss weights, which those jobs never use."""
+        return {"train_crop": self.train_crop.get(profile), "subset_seed": self.subset_seed}
+
     def unlabeled(self, data: SITSData, cell: Cell, ctx: RunContext) -> torch.utils.data.Dataset:
         """Both modalities of every series of the pre-training pool, without labels (the S4
         pre-training view): the training split's imagery plus the unlabeled collection
