@@ -95,6 +95,19 @@ def auto_threads(jobs_at_once: int = 1) -> tuple[int, str]:
     return threads, f"auto: {where}, {jobs_at_once} job(s) at once"
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_quota(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """Whole cores the cgroup-v2 CPU quota allows (``cpu.max`` = "quota period", rounded up, at
+    least 1), or None without a quota ("max") or a readable file."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
 def free_cores() -> tuple[int, str]:
     """The usable cores that other work leaves free (at least 1), and a phrase saying why: the
     :func:`busy_cores` of a half-second sample, or the 1-minute load average where that is
@@ -104,6 +117,9 @@ def free_cores() -> tuple[int, str]:
     cores = usable_cores()
     if cores < (os.cpu_count() or cores):
         return cores, f"{cores} of {os.cpu_count()} cores (confined)"
+    quota = cgroup_cpu_quota()
+    if quota is not None and quota < cores:  # docker --cpus, a Kubernetes limit: the quota is this process's share
+        return quota, f"{quota} of {cores} cores (cgroup CPU quota)"
     busy = busy_cores()
     if busy is not None:
         return max(1, cores - int(round(busy))), f"{cores} usable core(s), {busy:g} busy"

@@ -243,6 +243,7 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(environment, "usable_cores", lambda: 8)
     monkeypatch.setattr(environment.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(environment, "cgroup_cpu_quota", lambda: None)
     monkeypatch.setattr(environment, "busy_cores", lambda: 3.2)
     assert auto_threads(1) == (5, "auto: 8 usable core(s), 3.2 busy, 1 job(s) at once")
     assert auto_threads(2)[0] == 2
@@ -252,6 +253,24 @@ def test_auto_threads_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(environment, "busy_cores", lambda: None)
     monkeypatch.setattr(environment, "load_average", lambda: 3.2)
     assert auto_threads(1) == (5, "auto: 8 usable core(s), load 3.2, 1 job(s) at once")
+
+
+def test_a_cgroup_cpu_quota_bounds_the_free_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside ``docker --cpus=2.5`` on a 64-core host the machine-wide idle cores are not ours."""
+    from benchmark import environment
+
+    cpu_max = tmp_path / "cpu.max"
+    for text, expected in (("250000 100000\n", 3), ("50000 100000\n", 1), ("max 100000\n", None), ("garbage", None)):
+        cpu_max.write_text(text)
+        assert environment.cgroup_cpu_quota(cpu_max) == expected, text
+    assert environment.cgroup_cpu_quota(tmp_path / "missing") is None
+    monkeypatch.setattr(environment, "usable_cores", lambda: 64)
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(environment, "busy_cores", lambda: 0.0)
+    monkeypatch.setattr(environment, "cgroup_cpu_quota", lambda: 3)
+    assert environment.free_cores() == (3, "3 of 64 cores (cgroup CPU quota)")
+    monkeypatch.setattr(environment, "cgroup_cpu_quota", lambda: None)
+    assert environment.free_cores()[0] == 64
 
 
 def test_busy_cores_sees_work_now_not_a_minute_ago() -> None:
