@@ -80,9 +80,8 @@ def rescore(task_name: str, profile: str, results_dir: Path, data_root: Path | N
         except BenchmarkError as exc:
             skipped.append(f"{path}: its overrides no longer apply ({exc}); re-run it instead")
             continue
-        for name in cell_dependencies(task, cell):
-            if name not in depends:
-                depends.update(dependency_identities(task, [cell], data_root, profile))
+        if any(name not in depends for name in cell_dependencies(task, cell)):
+            depends.update(dependency_identities(task, [cell], data_root, profile))
         identity_of_cell = cell_identity(task, cell, identity_dict, depends)
         cfg = job_config(spec, cell, cls, profile, int(rec["seed"]), hparams, identity_of_cell, recipe)
         why = _mismatch(rec, cfg)

@@ -297,12 +297,18 @@ class SITSTask(ABC):
     def train_ids(self, data: SITSData, fraction: float) -> list[str]:
         return label_subset(data.split_ids["train"], fraction, data.subset_seed)
 
+    def _pools(self, cell: Cell) -> tuple[str, str | None]:
+        """(whose pool ``cell`` pre-trains on, whose pool it is matched to in size or None): a pool
+        from another task is always matched to ours (:meth:`unlabeled`)."""
+        source = cell.params.get("pretrain_source") or self.spec.name
+        match = cell.params.get("pretrain_match") or (self.spec.name if source != self.spec.name else None)
+        return source, match
+
     def data_dependencies(self, cell: Cell) -> tuple[str, ...]:
         """Other tasks whose data the jobs of ``cell`` read: the pool it pre-trains on and the pool it
-        is matched to in size (:meth:`unlabeled`). The harness puts their data identities into those
-        jobs' hashes and records."""
-        names = (cell.params.get("pretrain_source"), cell.params.get("pretrain_match"))
-        return tuple(dict.fromkeys(n for n in names if n and n != self.spec.name))
+        is matched to in size. The harness puts their data identities into those jobs' hashes and
+        records."""
+        return tuple(dict.fromkeys(n for n in self._pools(cell) if n and n != self.spec.name))
 
     def dependency_recipe(self, profile: str) -> dict[str, Any]:
         """What of this task's recipe another task's jobs use when they pre-train on (or match) its
@@ -324,8 +330,7 @@ class SITSTask(ABC):
         parameter the view is our whole pool.
         """
         length = self.temporal_length.get(ctx.profile)
-        source = cell.params.get("pretrain_source") or self.spec.name
-        match = cell.params.get("pretrain_match") or (self.spec.name if source != self.spec.name else None)
+        source, match = self._pools(cell)
         if source == self.spec.name and match in (None, self.spec.name):
             return _View(self._pretrain_reader(data), None, with_label=False, length=length, crop=self.train_crop.get(ctx.profile),
                          seed=getattr(ctx, "seed", 0))
