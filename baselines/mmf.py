@@ -42,7 +42,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"rec_base": 2, "widths": [4, 8], "blocks": 1, "stem_stride": 1, "lstm_hidden": 8,
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"rec_base": 2, "widths": [16, 32, 64], "blocks": 1, "stem_stride": 1, "lstm_hidden": 48,
-             "pretrain_steps": 240, "finetune_epochs": 5, "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-2,
+             "pretrain_steps": 240, "finetune_epochs": 4, "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-2,
              "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"rec_base": 16, "widths": [64, 128, 256, 512], "blocks": 2, "stem_stride": 1, "lstm_hidden": 128,
               "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05,

@@ -28,6 +28,7 @@ from tasks.africa_crop_type import (
 )
 from tasks.africa_crop_type.dataset import (
     IGNORE_INDEX,
+    PARTITION_CSV,
     S1_MEAN,
     S1_STD,
     SouthSudanDataset,
@@ -265,6 +266,18 @@ def test_generator_is_deterministic(tmp_path, tiny):
         assert z["s2"].shape[:3] == (10, 16, 16) and z["s1"].shape[:3] == (3, 16, 16)
 
 
+def test_extra_test_tiles_leave_the_other_tiles_bytes_alone(tmp_path):
+    base = write_south_sudan(tmp_path / "a", 0, **TINY)
+    grown = write_south_sudan(tmp_path / "b", 0, extra_test=5, **TINY)
+    rows_a, rows_b = dict(read_partitions(tmp_path / "a")), dict(read_partitions(tmp_path / "b"))
+    added = set(rows_b) - set(rows_a)
+    assert len(added) == 5 and {rows_b[t] for t in added} == {2} and all(rows_b[t] == p for t, p in rows_a.items())
+    assert all(grown[k] == v for k, v in base.items() if k != PARTITION_CSV)  # the first tiles keep their bytes
+    assert len(grown) == len(base) + 5 * 5 and all(1 <= int(t) <= 7999 for t in added)
+    with pytest.raises(ValueError, match="extra_test"):
+        write_south_sudan(tmp_path / "c", 0, extra_test=8000, **TINY)
+
+
 # ---------------------------------------------------------------- splits
 def test_split_files_frozen_and_consistent(harness):
     task, _, data, _ = harness
@@ -308,7 +321,7 @@ def test_task_through_harness_interface(harness):
     cell10 = spec.cell("optical-10")
     unl = task.unlabeled(data, cell10, _ctx())
     n_train = len(data.split_ids["train"])
-    assert n_train == 390 and len(data.split_ids["test"]) == 120
+    assert n_train == 390 and len(data.split_ids["test"]) == 480
     # pre-training pool: the training tiles plus the unlabeled pool (three times the training partition)
     assert len(unl) == len(task.pretrain_ids(data)) == n_train + 3 * n_train
     assert set(data.split_ids["train"]) < set(task.pretrain_ids(data))

@@ -51,7 +51,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"base": 2, "proj_dim": 16, "n_positions": 128, "tau": 0.5, "lambda_rec": 1.0, **_VIEWS,
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"base": 4, "proj_dim": 32, "n_positions": 1024, "tau": 0.5, "lambda_rec": 1.0, **_VIEWS,
-             "pretrain_steps": 240, "finetune_epochs": 5, "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-2,
+             "pretrain_steps": 240, "finetune_epochs": 4, "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-2,
              "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"base": 16, "proj_dim": 128, "n_positions": 4096, "tau": 0.5, "lambda_rec": 1.0, **_VIEWS,
               "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05,

@@ -4,8 +4,10 @@ Scenes come from :mod:`tasks.sits.scene` (parcels, phenology, sub-field texture,
 clouds and shadows, radar with speckle, all from the same ground). What is specific to South Sudan:
 
 * 16 × 16 px tiles (``size``; the real ones are 64 × 64), ``n_tiles`` of them (600 by default:
-  65 / 15 / 20 % train, val, test in ``list_eval_partition.csv``, so 120 test tiles), six-digit
-  ids drawn from 1..7999 like the real ones;
+  65 / 15 / 20 % train, val, test in ``list_eval_partition.csv``) plus ``extra_test`` test tiles
+  (the embedded set adds ``EMBEDDED_EXTRA_TEST`` = 360, so 390 / 90 / 480), six-digit ids drawn from 1..7999 like the real ones. The
+  extra tiles come from streams of their own, so the first 600 tiles (v3's) keep their bytes: v4
+  only quadrupled the test partition, whose tile-to-tile spread dominated the radar intervals;
 * an unlabeled pre-training pool in the same layout, ``unlabeled_pool/`` (its own csv, ``npy/``
   and dates, no ``truth/``), three times the training partition (ids from 10000 up), as the S4
   paper pre-trained on a separate unlabeled collection;
@@ -52,6 +54,7 @@ from .dataset import COUNTRY, PARTITION_CSV, POOL_DIR, dates_path, image_path, t
 YEAR = 2017
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 EMBEDDED_POOL_FACTOR = 3.0  # the embedded pool: three times the training partition
+EMBEDDED_EXTRA_TEST = 360  # v4: 480 test tiles (v3 had 120; the tile-to-tile spread dominated the radar intervals)
 CROP_SHARES = (0.68, 0.11, 0.12, 0.09)  # sorghum, maize, rice, groundnut (share of crop parcels)
 # Raw label order: 0 non-crop land, then the crops. Days of year 2017 (rainy season ~May-October).
 # Sorghum: long season, tall stalks; maize: earlier and shorter, denser canopy; rice: flooded
@@ -135,6 +138,7 @@ def write_south_sudan(
     seed: int = 0,
     *,
     n_tiles: int = 600,
+    extra_test: int = 0,
     size: int = 16,
     fractions: tuple[float, float, float] = (0.65, 0.15, 0.20),
     background: float = 0.45,
@@ -153,13 +157,16 @@ def write_south_sudan(
     ``background`` is the share of parcels that are non-crop land (raw label 0), ``unsurveyed``
     the share of crop parcels left unlabelled, ``crop_shares`` the class shares among crop parcels,
     ``pool_factor`` the size of the unlabeled pool in training partitions (0: none; the embedded
-    dataset uses ``EMBEDDED_POOL_FACTOR``).
+    dataset uses ``EMBEDDED_POOL_FACTOR``), ``extra_test`` the test tiles added to the ``n_tiles``
+    split by ``fractions`` (ids from the unused ones, scenes from their own stream).
     ``progress``: a bar per tile on stderr (None: as ``generation_progress`` says, else on a terminal).
     """
     start = time.perf_counter()
     out = Path(out)
     if n_tiles < 3:
         raise ValueError("need at least 3 tiles (one per partition)")
+    if not 0 <= extra_test <= 7999 - n_tiles:
+        raise ValueError(f"extra_test must be in 0..{7999 - n_tiles} (ids are 1..7999), got {extra_test}")
     writer = _Writer(out)
     classes = list(catalog)
     if len(classes) != 1 + len(crop_shares):
@@ -176,8 +183,12 @@ def write_south_sudan(
     order = master.permutation(n_tiles)
     part[order[:n_train]] = 0
     part[order[n_train : n_train + n_val]] = 1
+    # the extra test tiles: ids and scenes from streams of their own, so the n_tiles above keep their bytes
+    extra_ids = np.sort(np.random.default_rng([seed, 4]).choice(np.setdiff1d(np.arange(1, 8000), ids), size=extra_test, replace=False))
+    scenes = [(tile, [seed, 1, k]) for k, tile in enumerate(ids.tolist())] + [(tile, [seed, 5, k]) for k, tile in enumerate(extra_ids.tolist())]
+    partition = dict(zip(ids.tolist(), part.tolist(), strict=True)) | dict.fromkeys(extra_ids.tolist(), 2)
 
-    rows = ["id,partition"] + [f"{i},{p}" for i, p in zip(ids.tolist(), part.tolist(), strict=True)]
+    rows = ["id,partition"] + [f"{i},{partition[i]}" for i in sorted(partition)]
     writer.write(out / PARTITION_CSV, ("\n".join(rows) + "\n").encode())
 
     def write_tile(root: Path, tile: int, t: dict, labels: bool) -> None:
@@ -188,8 +199,8 @@ def write_south_sudan(
         writer.json(dates_path(root, "s2", tile), {"dates": _iso(t["doy_o"][::-1])})
         writer.json(dates_path(root, "planet", tile), {"dates": _iso(t["doy_o"][t["pick"]][::-1])})
 
-    for k, tile in progress_bar(n_tiles, "generate south sudan", "tile", progress, enumerate(ids.tolist())):
-        t = _tile(np.random.default_rng([seed, 1, k]), classes, probs, style=style, unsurveyed=unsurveyed, **shape)
+    for tile, stream in progress_bar(len(scenes), "generate south sudan", "tile", progress, scenes):
+        t = _tile(np.random.default_rng(stream), classes, probs, style=style, unsurveyed=unsurveyed, **shape)
         write_tile(out, tile, t, labels=True)
 
     n_pool = int(round(pool_factor * n_train))
@@ -200,7 +211,7 @@ def write_south_sudan(
         for k, tile in progress_bar(n_pool, "generate south sudan pool", "tile", progress, enumerate(pool_ids)):
             t = _tile(np.random.default_rng([seed, 3, k]), classes, probs, style=style, unsurveyed=unsurveyed, **shape)
             write_tile(pool, tile, t, labels=False)
-    note(f"africa_crop_type: generated {n_tiles} South Sudan tiles and a pool of {n_pool} ({len(writer.manifest)} files) "
+    note(f"africa_crop_type: generated {len(scenes)} South Sudan tiles and a pool of {n_pool} ({len(writer.manifest)} files) "
          f"in {time.perf_counter() - start:.1f} s")
     return dict(sorted(writer.manifest.items()))
 
