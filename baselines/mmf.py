@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from benchmark.budget import MINI_FINETUNE_MIN_STEPS
 from benchmark.contracts import EntryMetadata, RunContext
 from benchmark.sits import align_batch
 from reference_models.s4.losses import masked_l1
@@ -42,7 +43,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"rec_base": 2, "widths": [4, 8], "blocks": 1, "stem_stride": 1, "lstm_hidden": 8,
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"rec_base": 2, "widths": [16, 32, 64], "blocks": 1, "stem_stride": 1, "lstm_hidden": 48,
-             "pretrain_steps": 240, "finetune_epochs": 4, "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-2,
+             "pretrain_steps": 240, "finetune_epochs": 4, "finetune_min_steps": MINI_FINETUNE_MIN_STEPS, "batch_size": 4, "lr": 1e-2,
              "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"rec_base": 16, "widths": [64, 128, 256, 512], "blocks": 2, "stem_stride": 1, "lstm_hidden": 128,
               "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05,

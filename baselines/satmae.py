@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmark.budget import MINI_FINETUNE_MIN_STEPS
 from benchmark.contracts import EntryMetadata, RunContext
 from benchmark.training import FitConfig
 
@@ -69,7 +70,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "mini": {"patch": 4, "dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 2.0, "time_dim": 24, "dec_dim": 32, "dec_depth": 1,
              "dec_heads": 4, "dec_time_dim": 12, "frames": 3, "mask_ratio": 0.75, "lstm_hidden": 32, "dec_width": 16,
              "pretrain_steps": 240, "pretrain_blr": 0.096, "pretrain_weight_decay": 0.05, "finetune_epochs": 4,
-             "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05, "weight_decay": 1e-4,
+             "finetune_min_steps": MINI_FINETUNE_MIN_STEPS, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05, "weight_decay": 1e-4,
              "eval_batch_size": 8},
     "paper": {"patch": 16, "dim": 1024, "depth": 24, "heads": 16, "mlp_ratio": 4.0, "time_dim": 384, "dec_dim": 512,
               "dec_depth": 8, "dec_heads": 16, "dec_time_dim": 192, "frames": 3, "mask_ratio": 0.75, "lstm_hidden": 128,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmark.budget import MINI_FINETUNE_MIN_STEPS
 from benchmark.contracts import EntryMetadata, RunContext
 
 from .ssl_common import (
@@ -66,7 +67,7 @@ _COMMON: dict[str, dict[str, Any]] = {
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"widths": [16, 32, 64], "blocks": 1, "stem_stride": 1, "lstm_hidden": 48, "emb_dim": 64, "mlp_dim": 64,
              "queue_size": 64, "momentum": 0.99, "tau": 0.07, "crop_scale": [0.2, 1.0], "blur_sigma": [0.1, 2.0],
-             "pretrain_steps": 240, "pretrain_lr": 1e-3, "finetune_epochs": 4, "finetune_min_steps": 200,
+             "pretrain_steps": 240, "pretrain_lr": 1e-3, "finetune_epochs": 4, "finetune_min_steps": MINI_FINETUNE_MIN_STEPS,
              "batch_size": 4, "lr": 1e-2, "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"widths": [64, 128, 256, 512], "blocks": 2, "stem_stride": 1, "lstm_hidden": 128, "emb_dim": 128,
               "mlp_dim": 512, "queue_size": 16384, "momentum": 0.999, "tau": 0.07, "crop_scale": [0.2, 1.0],

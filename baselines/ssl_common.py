@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from benchmark.budget import with_stage_steps
 from benchmark.contracts import EntryMetadata, RunContext
 from benchmark.training import (
     FitConfig,
@@ -374,18 +375,11 @@ def full_augment(x: torch.Tensor, hp: dict[str, Any]) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- entry skeleton
 def epoch_steps(ctx: RunContext, stage: str, n: int) -> RunContext:
-    """Profiles may give ``<stage>_epochs`` (at least ``<stage>_min_steps`` updates); ``fit`` counts steps.
-
-    The same rule as the S4 reference entry, so every method gets the same budget per profile
-    (``BUDGET_RULE``: equal epochs, steps from the method's own batch). Like S4's, the count
-    needs no world size: ``batch_size`` is the global batch, so W ranks together make the same
-    steps over the same epochs as one process.
-    """
-    hp = dict(ctx.hparams)
-    if f"{stage}_steps" not in hp and f"{stage}_epochs" in hp:
-        per_epoch = max(1, -(-n // int(hp.get(f"{stage}_batch_size", hp["batch_size"]))))
-        hp[f"{stage}_steps"] = max(int(hp.get(f"{stage}_min_steps", 1)), int(hp[f"{stage}_epochs"]) * per_epoch)
-    return dataclasses.replace(ctx, hparams=hp)
+    """Profiles may give ``<stage>_epochs`` (at least ``<stage>_min_steps`` updates, per label
+    fraction if a mapping); ``fit`` counts steps. The rule is ``benchmark.budget``'s, shared with
+    the S4 entries, so every method gets the same budget per profile (``BUDGET_RULE``: equal
+    epochs, steps from the method's own batch)."""
+    return with_stage_steps(ctx, stage, n)
 
 
 def steps_per_epoch(hp: dict[str, Any], stage: str, n: int) -> int:

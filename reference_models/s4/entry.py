@@ -18,12 +18,12 @@ every SSL method must beat). Departures from the paper are listed in ``docs/fide
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from benchmark.budget import MINI_FINETUNE_MIN_STEPS, with_stage_steps
 from benchmark.contracts import EntryMetadata, RunContext
 from benchmark.sits import AlignedLengthCollate, align_modalities
 from benchmark.training import autocast_context, fit_in_context, move_to_device, segmentation_loss
@@ -51,7 +51,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"base": 2, "proj_dim": 16, "n_positions": 128, "tau": 0.5, "lambda_rec": 1.0, **_VIEWS,
               "pretrain_steps": 3, "finetune_steps": 4, "batch_size": 2, "lr": 2e-3, "eval_batch_size": 4},
     "mini": {"base": 4, "proj_dim": 32, "n_positions": 1024, "tau": 0.5, "lambda_rec": 1.0, **_VIEWS,
-             "pretrain_steps": 240, "finetune_epochs": 4, "finetune_min_steps": 200, "batch_size": 4, "lr": 1e-2,
+             "pretrain_steps": 240, "finetune_epochs": 4, "finetune_min_steps": MINI_FINETUNE_MIN_STEPS, "batch_size": 4, "lr": 1e-2,
              "warmup_fraction": 0.05, "weight_decay": 1e-4, "eval_batch_size": 8},
     "paper": {"base": 16, "proj_dim": 128, "n_positions": 4096, "tau": 0.5, "lambda_rec": 1.0, **_VIEWS,
               "pretrain_epochs": 100, "finetune_epochs": 50, "batch_size": 4, "lr": 1e-3, "warmup_fraction": 0.05,
@@ -163,13 +163,10 @@ class S4Entry:
         self.backbone = UNet3D(self.channels, int(ctx.hparams["base"])).to(ctx.device)
 
     def _steps(self, ctx: RunContext, stage: str, n: int) -> RunContext:
-        """Profiles may give epochs (the paper's unit; at least ``<stage>_min_steps`` so a 10 % label
-        set still gets a useful number of updates); the fit loop counts steps."""
-        hp = dict(ctx.hparams)
-        if f"{stage}_steps" not in hp and f"{stage}_epochs" in hp:
-            per_epoch = max(1, -(-n // int(hp["batch_size"])))
-            hp[f"{stage}_steps"] = max(int(hp.get(f"{stage}_min_steps", 1)), int(hp[f"{stage}_epochs"]) * per_epoch)
-        return dataclasses.replace(ctx, hparams=hp)
+        """Profiles may give epochs (the paper's unit; at least ``<stage>_min_steps``, per label
+        fraction, so a 10 % label set or a small training set still gets a useful number of
+        updates: ``benchmark.budget``); the fit loop counts steps."""
+        return with_stage_steps(ctx, stage, n)
 
     def pretrain(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> None:
         self._build(ctx)
