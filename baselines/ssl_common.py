@@ -7,7 +7,7 @@ so pre-training is reproducible and resumable.
 
 Pre-training budget (``BUDGET_RULE``): **equal samples seen**. Every self-supervised method
 pre-trains for the same number of epochs (100 at ``paper``, as S4) over the same unlabeled pool;
-the number of optimizer steps then follows from each method's batch (``epoch_steps``). Everything
+the number of optimizer steps then follows from each method's batch (``benchmark.budget``). Everything
 the original methods tie to their own, much longer schedules is derived at run time from the
 actual stage (its ``pretrain_steps``, per-rank batch and per-rank pool), by ``moco_schedule``:
 
@@ -150,7 +150,7 @@ def rank_pool_size(n: int) -> int:
 
 def moco_hparams(hp: dict[str, Any], pool_size: int, keys_per_sample: int = 1) -> dict[str, Any]:
     """``hp`` with ``momentum`` and ``queue_size`` set by ``moco_schedule`` for the pre-training
-    stage ``fit`` will run (``pretrain_steps`` after ``epoch_steps``, per-rank batch and pool).
+    stage ``fit`` will run (``pretrain_steps`` after ``with_stage_steps``, per-rank batch and pool).
     ``keys_per_sample``: keys a sample pushes per step (CaCo: one per time window)."""
     cfg = FitConfig.from_hparams(hp, "pretrain")
     per_rank = cfg.batch_size // distributed_info()[1]  # batch_size is the global batch: one rank's share
@@ -374,14 +374,6 @@ def full_augment(x: torch.Tensor, hp: dict[str, Any]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- entry skeleton
-def epoch_steps(ctx: RunContext, stage: str, n: int) -> RunContext:
-    """Profiles may give ``<stage>_epochs`` (at least ``<stage>_min_steps`` updates, per label
-    fraction if a mapping); ``fit`` counts steps. The rule is ``benchmark.budget``'s, shared with
-    the S4 entries, so every method gets the same budget per profile (``BUDGET_RULE``: equal
-    epochs, steps from the method's own batch)."""
-    return with_stage_steps(ctx, stage, n)
-
-
 def steps_per_epoch(hp: dict[str, Any], stage: str, n: int) -> int:
     """Optimizer steps in one pass over ``n`` samples as ``benchmark.training.fit`` makes them
     (global batches of ``batch_size``, whatever the world size)."""
@@ -442,13 +434,13 @@ class SegmentationBaseline:
         return factory
 
     def pretrain_context(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> RunContext:
-        """Hook: the pre-training context once ``pretrain_steps`` is known (``epoch_steps`` has
+        """Hook: the pre-training context once ``pretrain_steps`` is known (``with_stage_steps`` has
         run); a baseline derives schedule-bound hyper-parameters here (SatMAE: its lr)."""
         return ctx
 
     def pretrain(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> None:
         self._build(ctx)
-        ctx = self.pretrain_context(unlabeled, epoch_steps(ctx, "pretrain", len(unlabeled)))
+        ctx = self.pretrain_context(unlabeled, with_stage_steps(ctx, "pretrain", len(unlabeled)))
         model = self.build_pretrainer(unlabeled, ctx).to(ctx.device)
         kwargs = {}
         factory = self._pretrain_optimizer(ctx.hparams)
@@ -472,7 +464,7 @@ class SegmentationBaseline:
             return segmentation_loss(logits, batch["label"], info)
 
         collate = FrameIndexCollate(ctx.collate, modality) if getattr(self.segmenter, "takes_frame_index", False) else ctx.collate
-        fit_in_context(epoch_steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
+        fit_in_context(with_stage_steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
                        collate_fn=collate, desc=f"finetune {self.metadata.name} {modality}")
 
     @torch.no_grad()

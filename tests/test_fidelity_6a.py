@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.budget import with_stage_steps
 from benchmark.contracts import RunContext
 from reference_models.s4.entry import PROFILES as S4_PROFILES
-from reference_models.s4.entry import S4Entry
 from tasks.pastis_r import MAIN_CELLS, PastisRTask
 from tasks.sits.splits import label_subset
 from tasks.sits.task import ranked_subset
@@ -105,7 +105,7 @@ def test_s4_pretrains_for_as_many_steps_on_both_pools(embedded, profile: str) ->
     steps = {}
     for kind in ("sl", "dl"):
         view = task.unlabeled(data, task.spec.cell(f"radar-100-{kind}"), ctx)
-        steps[kind] = S4Entry()._steps(ctx, "pretrain", len(view)).hparams["pretrain_steps"]
+        steps[kind] = with_stage_steps(ctx, "pretrain", len(view)).hparams["pretrain_steps"]
     assert steps["sl"] == steps["dl"] > 0
     if profile == "paper":  # epochs × ceil(n / batch), n = the matched size
         n = min(len(task.pretrain_ids(data)), len(_other_train(task, data)))

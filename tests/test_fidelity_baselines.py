@@ -20,7 +20,6 @@ from baselines import caco, gssl, satmae, seco, ssl_common
 from baselines.ssl_common import (
     BUDGET_RULE,
     KeyQueue,
-    epoch_steps,
     info_nce,
     moco_hparams,
     moco_logits,
@@ -29,6 +28,7 @@ from baselines.ssl_common import (
     similarity,
 )
 from benchmark import fit_config, registry
+from benchmark.budget import with_stage_steps
 from benchmark.collate import sits_collate
 from benchmark.contracts import RunContext
 from benchmark.training import (
@@ -145,7 +145,7 @@ CONTRASTIVE = {"seco": (seco.PROFILES, 1), "gssl": (gssl.PROFILES, 1), "caco": (
 def test_moco_momentum_and_queue_follow_the_stage(entry: str, task: str) -> None:
     profiles, keys = CONTRASTIVE[entry]
     n = POOLS[task]
-    hp = epoch_steps(_ctx(profiles["paper"]), "pretrain", n).hparams
+    hp = with_stage_steps(_ctx(profiles["paper"]), "pretrain", n).hparams
     cfg = FitConfig.from_hparams(hp, "pretrain")
     steps = cfg.steps
     assert cfg.batch_size == 64 and steps == 100 * math.ceil(n / 64)  # equal epochs: 100, as S4
@@ -260,7 +260,7 @@ def test_pretrainer_logits_are_float32_under_bf16_autocast(entry: str, monkeypat
 
 # --------------------------------------------------------------------------- SatMAE lr
 def test_satmae_lr_scales_with_the_global_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    hp = epoch_steps(_ctx(satmae.PROFILES["paper"]), "pretrain", POOLS["africa_crop_type"]).hparams
+    hp = with_stage_steps(_ctx(satmae.PROFILES["paper"]), "pretrain", POOLS["africa_crop_type"]).hparams
     world = {"n": 1}
     monkeypatch.setattr(fit_config, "distributed_info", lambda: (0, world["n"], 0))  # the world FitConfig checks against
 

@@ -162,12 +162,6 @@ class S4Entry:
         self.channels = dict(ctx.task_info["channels"])
         self.backbone = UNet3D(self.channels, int(ctx.hparams["base"])).to(ctx.device)
 
-    def _steps(self, ctx: RunContext, stage: str, n: int) -> RunContext:
-        """Profiles may give epochs (the paper's unit; at least ``<stage>_min_steps``, per label
-        fraction, so a 10 % label set or a small training set still gets a useful number of
-        updates: ``benchmark.budget``); the fit loop counts steps."""
-        return with_stage_steps(ctx, stage, n)
-
     def pretrain(self, unlabeled: torch.utils.data.Dataset, ctx: RunContext) -> None:
         self._build(ctx)
         if not self.pretrains:
@@ -175,7 +169,7 @@ class S4Entry:
         w_r = float(ctx.hparams["lambda_rec"]) if self.w_reconstruction is None else self.w_reconstruction
         model = S4Pretrainer(self.backbone, self.channels, ctx.hparams, self.w_contrastive, w_r, self.single_modal).to(ctx.device)
         collate = ctx.collate if self.single_modal else AlignedLengthCollate(ctx.collate)  # no device sync to align
-        fit_in_context(self._steps(ctx, "pretrain", len(unlabeled)), model, lambda m, b: m(b), unlabeled, stage="pretrain",
+        fit_in_context(with_stage_steps(ctx, "pretrain", len(unlabeled)), model, lambda m, b: m(b), unlabeled, stage="pretrain",
                        collate_fn=collate, desc=f"pretrain {self.metadata.name}")
 
     def finetune(self, labeled: torch.utils.data.Dataset, modality: str, ctx: RunContext) -> None:
@@ -187,7 +181,7 @@ class S4Entry:
         def loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
             return segmentation_loss(model(batch[modality], batch[f"{modality}_mask"], modality), batch["label"], info)
 
-        fit_in_context(self._steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
+        fit_in_context(with_stage_steps(ctx, "finetune", len(labeled)), self.segmenter, loss, labeled, stage="finetune",
                        collate_fn=ctx.collate, desc=f"finetune {self.metadata.name} {modality}")
 
     @torch.no_grad()
